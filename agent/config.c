@@ -1,0 +1,437 @@
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "health.h"
+
+extern char **environ;
+
+enum opt_type { T_STRING, T_NODE, T_URL, T_DURATION, T_UINT, T_BOOL, T_ENUM, T_ADDR, T_LEVEL };
+
+struct option_def {
+        const char *name;      /* flag without "--"; env is SPOTD_ + upper(name) */
+        enum opt_type type;
+        size_t offset;
+        size_t size;           /* for strings */
+        const char *def;       /* default, parsed like any other value */
+        unsigned long long min, max; /* durations (usec) and numbers */
+        const char *const *choices; /* enums: index is the stored value */
+        const char *help;
+};
+
+static const char *const imds_modes[] = { "auto", "v2", "v1", NULL };
+static const char *const actions[] = { "ignore", "cordon", "handle", NULL };
+static const char *const targets[] = { "auto", "journal", "stderr", NULL };
+static const char *const formats[] = { "text", "json", NULL };
+
+#define OFF(m) offsetof(struct config, m), sizeof(((struct config *) 0)->m)
+#define S 1000000ULL
+
+static const struct option_def options[] = {
+        { "config", T_STRING, OFF(config_file), "", 0, 0, NULL, "read options from FILE (key = value lines)" },
+        { "node-name", T_NODE, OFF(node_name), "", 0, 0, NULL, "this node's Kubernetes name (default: the host name)" },
+        { "imds-endpoint", T_URL, OFF(imds_endpoint), "http://169.254.169.254", 0, 0, NULL, "instance metadata service base URL" },
+        { "imds-version", T_ENUM, OFF(imds_mode), "auto", 0, 0, imds_modes, "auto (v2, v1 fallback), v2 or v1" },
+        { "imds-token-ttl", T_DURATION, OFF(imds_token_ttl), "6h", S, 21600 * S, NULL, "IMDSv2 session token lifetime (1s..6h)" },
+        { "imds-timeout", T_DURATION, OFF(imds_timeout), "1s", 10000, 30 * S, NULL, "timeout of one metadata request (10ms..30s)" },
+        { "poll-interval", T_DURATION, OFF(poll_interval), "1s", 1000, 3600 * S, NULL, "metadata poll interval (1ms..1h)" },
+        { "watch-spot", T_BOOL, OFF(watch[EVENT_SPOT_INTERRUPTION]), "true", 0, 0, NULL, "watch spot/instance-action" },
+        { "watch-rebalance", T_BOOL, OFF(watch[EVENT_REBALANCE]), "true", 0, 0, NULL, "watch events/recommendations/rebalance" },
+        { "watch-scheduled", T_BOOL, OFF(watch[EVENT_SCHEDULED]), "true", 0, 0, NULL, "watch events/maintenance/scheduled" },
+        { "watch-asg", T_BOOL, OFF(watch[EVENT_ASG_TERMINATION]), "true", 0, 0, NULL, "watch autoscaling/target-lifecycle-state" },
+        { "rebalance-action", T_ENUM, OFF(rebalance_action), "cordon", 0, 0, actions, "ignore, cordon or handle a rebalance recommendation" },
+        { "asg-deadline", T_DURATION, OFF(asg_deadline), "2m", S, 3600 * S, NULL, "time assumed left after the ASG state turns Terminated" },
+        { "health-addr", T_ADDR, OFF(health_addr), "127.0.0.1:9808", 0, 0, NULL, "HOST:PORT of /healthz, /readyz, /metrics, /status (off: none)" },
+        { "health-max-connections", T_UINT, OFF(health_max_connections), "32", 1, 1024, NULL, "concurrent connections the HTTP server accepts" },
+        { "dry-run", T_BOOL, OFF(dry_run), "false", 0, 0, NULL, "detect and log, change nothing" },
+        { "log-target", T_ENUM, OFF(log_target), "auto", 0, 0, targets, "auto (journal if its socket exists), journal or stderr" },
+        { "log-format", T_ENUM, OFF(log_format), "text", 0, 0, formats, "stderr format: text or json" },
+        { "log-level", T_LEVEL, OFF(log_level), "info", 0, 0, NULL, "debug, info, notice, warning or err" },
+        { "output", T_ENUM, OFF(output), "text", 0, 0, formats, "check: text or json" },
+};
+
+static void env_name(const struct option_def *o, char *buf, size_t len) {
+        size_t i = 0;
+        i += (size_t) snprintf(buf, len, "SPOTD_");
+        for (const char *p = o->name; *p && i + 1 < len; p++)
+                buf[i++] = *p == '-' ? '_' : (char) toupper((unsigned char) *p);
+        buf[i] = 0;
+}
+
+static bool url_valid(const char *v) {
+        const char *host;
+        if (strncmp(v, "http://", 7) == 0)
+                host = v + 7;
+        else if (strncmp(v, "https://", 8) == 0)
+                host = v + 8;
+        else
+                return false;
+        size_t hl = strcspn(host, ":/");
+        if (hl == 0)
+                return false;
+        for (size_t i = 0; i < hl; i++)
+                if (!isalnum((unsigned char) host[i]) && !strchr(".-[]", host[i]))
+                        return false;
+        if (host[0] == '[') { /* IPv6 literal: let the bracket run to ']' */
+                const char *rb = strchr(host, ']');
+                if (!rb)
+                        return false;
+                hl = (size_t) (rb - host) + 1;
+        }
+        const char *p = host + hl;
+        if (*p == ':') {
+                char *end;
+                errno = 0;
+                unsigned long port = strtoul(p + 1, &end, 10);
+                if (errno || end == p + 1 || port == 0 || port > 65535 || (*end && *end != '/'))
+                        return false;
+                p = end;
+        }
+        for (; *p; p++)
+                if (!isgraph((unsigned char) *p) || *p == '?' || *p == '#')
+                        return false;
+        return true;
+}
+
+static bool node_name_valid(const char *v) {
+        /* RFC 1123 subdomain, as Kubernetes requires of node names. */
+        size_t n = strlen(v);
+        if (n == 0 || n > 253 || !isalnum((unsigned char) v[0]) || !isalnum((unsigned char) v[n - 1]))
+                return false;
+        for (const char *p = v; *p; p++)
+                if (!(islower((unsigned char) *p) || isdigit((unsigned char) *p) || *p == '-' || *p == '.'))
+                        return false;
+        return true;
+}
+
+static int parse_bool(const char *v) {
+        static const char *const yes[] = { "1", "true", "yes", "on" }, *const no[] = { "0", "false", "no", "off" };
+        for (size_t i = 0; i < 4; i++) {
+                if (strcmp(v, yes[i]) == 0)
+                        return 1;
+                if (strcmp(v, no[i]) == 0)
+                        return 0;
+        }
+        return -1;
+}
+
+/* Sets one option from text. On failure writes one line naming the option,
+ * where the value came from, the value and what was expected. */
+static int option_set(struct config *c, const struct option_def *o, const char *v,
+                      const char *origin, FILE *err) {
+        void *dst = (char *) c + o->offset;
+        char expect[160] = "";
+
+        if (strlen(v) > 1000) {
+                fprintf(err, "spotd: value for --%s (%s) is too long (%zu bytes)\n", o->name, origin, strlen(v));
+                return -EINVAL;
+        }
+        switch (o->type) {
+        case T_STRING:
+                if (strlen(v) >= o->size)
+                        snprintf(expect, sizeof expect, "at most %zu characters", o->size - 1);
+                else
+                        strcpy(dst, v);
+                break;
+        case T_NODE:
+                if (*v && !node_name_valid(v))
+                        snprintf(expect, sizeof expect, "a Kubernetes node name (lowercase RFC 1123 subdomain)");
+                else
+                        strcpy(dst, v);
+                break;
+        case T_URL:
+                if (strlen(v) >= o->size || !url_valid(v))
+                        snprintf(expect, sizeof expect, "an http:// or https:// URL with a host");
+                else
+                        strcpy(dst, v);
+                break;
+        case T_ADDR: {
+                char host[64];
+                uint16_t port;
+                if (strcmp(v, "off") == 0 || !*v)
+                        ((char *) dst)[0] = 0;
+                else if (strlen(v) >= o->size || health_parse_addr(v, host, sizeof host, &port) < 0)
+                        snprintf(expect, sizeof expect, "HOST:PORT with a numeric address (127.0.0.1:9808, [::1]:9808) or off");
+                else
+                        strcpy(dst, v);
+                break;
+        }
+        case T_DURATION: {
+                usec_t d;
+                char lo[32], hi[32];
+                if (parse_duration(v, &d) < 0 || d < o->min || d > o->max) {
+                        format_duration(o->min, lo, sizeof lo);
+                        format_duration(o->max, hi, sizeof hi);
+                        snprintf(expect, sizeof expect, "a duration between %s and %s, such as 500ms, 1s or 2m", lo, hi);
+                } else
+                        *(usec_t *) dst = d;
+                break;
+        }
+        case T_UINT: {
+                char *end;
+                errno = 0;
+                unsigned long long n = strtoull(v, &end, 10);
+                if (!isdigit((unsigned char) v[0]) || errno || *end || n < o->min || n > o->max)
+                        snprintf(expect, sizeof expect, "a whole number between %llu and %llu", o->min, o->max);
+                else
+                        *(unsigned *) dst = (unsigned) n;
+                break;
+        }
+        case T_BOOL: {
+                int b = parse_bool(v);
+                if (b < 0)
+                        snprintf(expect, sizeof expect, "true or false");
+                else
+                        *(bool *) dst = b;
+                break;
+        }
+        case T_ENUM: {
+                size_t i, l = 0;
+                for (i = 0; o->choices[i]; i++)
+                        if (strcmp(v, o->choices[i]) == 0)
+                                break;
+                if (o->choices[i]) {
+                        *(int *) dst = (int) i;
+                        break;
+                }
+                l = (size_t) snprintf(expect, sizeof expect, "one of");
+                for (i = 0; o->choices[i] && l < sizeof expect; i++)
+                        l += (size_t) snprintf(expect + l, sizeof expect - l, "%s %s", i ? "," : "", o->choices[i]);
+                break;
+        }
+        case T_LEVEL: {
+                int lvl = log_level_from_string(v);
+                if (lvl < 0)
+                        snprintf(expect, sizeof expect, "debug, info, notice, warning or err");
+                else
+                        *(int *) dst = lvl;
+                break;
+        }
+        }
+        if (expect[0]) {
+                /* Quote the value printably: it may hold anything. */
+                char shown[64];
+                size_t j = 0;
+                for (const char *p = v; *p && j + 5 < sizeof shown; p++)
+                        j += (size_t) (isprint((unsigned char) *p) ? snprintf(shown + j, sizeof shown - j, "%c", *p)
+                                                                   : snprintf(shown + j, sizeof shown - j, "\\x%02x", (unsigned char) *p));
+                shown[j] = 0;
+                fprintf(err, "spotd: invalid value \"%s%s\" for --%s (%s): expected %s\n", shown,
+                        strlen(v) > j ? "..." : "", o->name, origin, expect);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static const struct option_def *option_find(const char *name, size_t len) {
+        for (size_t i = 0; i < ELEMENTSOF(options); i++)
+                if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0)
+                        return &options[i];
+        return NULL;
+}
+
+static char *strip(char *s) {
+        while (isspace((unsigned char) *s))
+                s++;
+        size_t n = strlen(s);
+        while (n && isspace((unsigned char) s[n - 1]))
+                s[--n] = 0;
+        return s;
+}
+
+static int config_file_load(struct config *c, const char *path, FILE *err) {
+        _cleanup_(fclosep_) FILE *f = fopen(path, "re");
+        char line[2048], origin[1100];
+        unsigned lineno = 0;
+
+        if (!f) {
+                fprintf(err, "spotd: cannot read config file \"%s\" (--config): %s\n", path, strerror(errno));
+                return -EINVAL;
+        }
+        while (fgets(line, sizeof line, f)) {
+                lineno++;
+                if (!strchr(line, '\n') && !feof(f)) {
+                        fprintf(err, "spotd: %s:%u: line too long\n", path, lineno);
+                        return -EINVAL;
+                }
+                char *s = strip(line);
+                if (!*s || *s == '#' || *s == ';')
+                        continue;
+                char *eq = strchr(s, '=');
+                if (!eq) {
+                        fprintf(err, "spotd: %s:%u: expected key = value\n", path, lineno);
+                        return -EINVAL;
+                }
+                *eq = 0;
+                char *key = strip(s), *val = strip(eq + 1);
+                size_t vl = strlen(val);
+                if (vl >= 2 && (val[0] == '"' || val[0] == '\'') && val[vl - 1] == val[0]) {
+                        val[vl - 1] = 0;
+                        val++;
+                }
+                const struct option_def *o = option_find(key, strlen(key));
+                if (!o || o->offset == offsetof(struct config, config_file)) {
+                        fprintf(err, "spotd: %s:%u: unknown option \"%s\"\n", path, lineno, key);
+                        return -EINVAL;
+                }
+                snprintf(origin, sizeof origin, "%s:%u", path, lineno);
+                if (option_set(c, o, val, origin, err) < 0)
+                        return -EINVAL;
+        }
+        if (ferror(f)) {
+                fprintf(err, "spotd: cannot read config file \"%s\" (--config): %s\n", path, strerror(errno));
+                return -EINVAL;
+        }
+        return 0;
+}
+
+void config_usage(FILE *f) {
+        fprintf(f, "Usage: spotd [run|check|version] [OPTIONS]\n\n"
+                   "Options (each also an SPOTD_* environment variable and a config file key):\n");
+        for (size_t i = 0; i < ELEMENTSOF(options); i++) {
+                char env[64];
+                env_name(&options[i], env, sizeof env);
+                fprintf(f, "  --%-24s %s\n  %-26s env %s, default \"%s\"\n", options[i].name,
+                        options[i].help, "", env, options[i].def);
+        }
+}
+
+/* Scans flags for one option; used to find --config before anything else. */
+static int flag_value(int argc, char *const *argv, const struct option_def *o, const char **ret) {
+        size_t nl = strlen(o->name);
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i];
+                if (strcmp(a, "--") == 0)
+                        break;
+                if (strncmp(a, "--", 2) != 0 || strncmp(a + 2, o->name, nl) != 0)
+                        continue;
+                if (a[2 + nl] == '=')
+                        *ret = a + 3 + nl;
+                else if (a[2 + nl] == 0 && i + 1 < argc)
+                        *ret = argv[i + 1];
+                else
+                        continue;
+        }
+        return 0;
+}
+
+int config_parse(struct config *c, int argc, char *const *argv, char *const *envp, FILE *out, FILE *err) {
+        const struct option_def *cfg = &options[0];
+        const char *file = NULL;
+        char env[64];
+
+        if (!envp)
+                envp = environ;
+        *c = (struct config) {};
+        for (size_t i = 0; i < ELEMENTSOF(options); i++)
+                if (option_set(c, &options[i], options[i].def, "default", err) < 0)
+                        return -EINVAL; /* a broken default is a bug; say so rather than crash */
+
+        /* File first (lowest precedence after defaults), wherever it is named. */
+        env_name(cfg, env, sizeof env);
+        for (char *const *e = envp; *e; e++)
+                if (strncmp(*e, env, strlen(env)) == 0 && (*e)[strlen(env)] == '=')
+                        file = *e + strlen(env) + 1;
+        flag_value(argc, argv, cfg, &file);
+        if (file && *file) {
+                if (config_file_load(c, file, err) < 0)
+                        return -EINVAL;
+                snprintf(c->config_file, sizeof c->config_file, "%s", file);
+        }
+
+        for (char *const *e = envp; *e; e++) {
+                if (strncmp(*e, "SPOTD_", 6) != 0)
+                        continue;
+                const char *eq = strchr(*e, '=');
+                if (!eq)
+                        continue;
+                const struct option_def *o = NULL;
+                for (size_t i = 0; i < ELEMENTSOF(options) && !o; i++) {
+                        env_name(&options[i], env, sizeof env);
+                        if (strlen(env) == (size_t) (eq - *e) && strncmp(*e, env, (size_t) (eq - *e)) == 0)
+                                o = &options[i];
+                }
+                if (!o) {
+                        fprintf(err, "spotd: warning: ignoring unknown environment variable %.*s\n",
+                                (int) (eq - *e > 64 ? 64 : eq - *e), *e);
+                        continue;
+                }
+                if (o == cfg)
+                        continue;
+                env_name(o, env, sizeof env);
+                if (option_set(c, o, eq + 1, env, err) < 0)
+                        return -EINVAL;
+        }
+
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i], *val = NULL;
+                if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+                        config_usage(out);
+                        return 1;
+                }
+                if (strncmp(a, "--", 2) != 0 || !a[2]) {
+                        fprintf(err, "spotd: unexpected argument \"%.64s\"\n", a);
+                        return -EINVAL;
+                }
+                const char *name = a + 2, *eq = strchr(name, '=');
+                size_t nl = eq ? (size_t) (eq - name) : strlen(name);
+                const struct option_def *o = option_find(name, nl);
+                bool negated = false;
+                if (!o && nl > 3 && strncmp(name, "no-", 3) == 0 && !eq) {
+                        o = option_find(name + 3, nl - 3);
+                        negated = o && o->type == T_BOOL;
+                        if (!negated)
+                                o = NULL;
+                }
+                if (!o) {
+                        fprintf(err, "spotd: unknown option --%.*s (see spotd --help)\n", (int) (nl > 64 ? 64 : nl), name);
+                        return -EINVAL;
+                }
+                if (eq)
+                        val = eq + 1;
+                else if (o->type == T_BOOL)
+                        val = negated ? "false" : "true"; /* a bare boolean flag turns it on */
+                else if (i + 1 < argc)
+                        val = argv[++i];
+                else {
+                        fprintf(err, "spotd: option --%s needs a value\n", o->name);
+                        return -EINVAL;
+                }
+                if (o == cfg)
+                        continue; /* already loaded */
+                if (option_set(c, o, val, "flag", err) < 0)
+                        return -EINVAL;
+        }
+
+        if (!c->node_name[0]) {
+                char host[256] = "";
+                (void) gethostname(host, sizeof host - 1);
+                /* Host names may have capitals that Kubernetes lowercases. */
+                for (char *p = host; *p; p++)
+                        *p = (char) tolower((unsigned char) *p);
+                if (!node_name_valid(host)) {
+                        fprintf(err, "spotd: --node-name is not set and the host name \"%.64s\" is not a valid node name\n", host);
+                        return -EINVAL;
+                }
+                strcpy(c->node_name, host); /* valid names fit: at most 253 */
+        }
+        return 0;
+}
+
+enum event_action config_action_for(const struct config *c, const struct event *e) {
+        switch (e->kind) {
+        case EVENT_REBALANCE:
+                return c->rebalance_action;
+        case EVENT_SCHEDULED:
+                return event_scheduled_code_is_disruptive(e->detail) ? ACTION_HANDLE : ACTION_CORDON;
+        default:
+                return ACTION_HANDLE;
+        }
+}

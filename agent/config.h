@@ -1,0 +1,47 @@
+/* Agent configuration: every option is a --flag, an SPOTD_* environment
+ * variable and a key of the optional config file. Precedence: flag >
+ * environment > file > default. */
+#pragma once
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "event.h"
+#include "imds.h"
+#include "log.h"
+#include "timeutil.h"
+
+enum output_format { OUTPUT_TEXT, OUTPUT_JSON };
+
+struct config {
+        char config_file[1024];
+        char node_name[254];
+        char imds_endpoint[257];
+        enum imds_mode imds_mode;
+        usec_t imds_token_ttl;
+        usec_t imds_timeout;
+        usec_t poll_interval;
+        bool watch[_EVENT_KIND_MAX];
+        enum event_action rebalance_action;
+        usec_t asg_deadline;
+        char health_addr[64];       /* "" when disabled */
+        unsigned health_max_connections;
+        bool dry_run;
+        enum log_target log_target;
+        enum log_format log_format;
+        int log_level;
+        enum output_format output;
+};
+
+/* Parses argv (argv[0] is the subcommand or program name and is skipped),
+ * the environment (NULL: environ) and the config file named by --config /
+ * SPOTD_CONFIG. Returns 0; 1 when --help was printed to out; -EINVAL after
+ * printing one line to err naming the option, the value and what was wanted. */
+int config_parse(struct config *c, int argc, char *const *argv, char *const *envp,
+                 FILE *out, FILE *err);
+
+/* Prints the options with their environment names and defaults. */
+void config_usage(FILE *f);
+
+/* The lifecycle of a scheduled event or lifecycle state to action mapping
+ * follows design.md; this tells what to do about an event kind. */
+enum event_action config_action_for(const struct config *c, const struct event *e);

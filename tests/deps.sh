@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages spotd needs to build, test and demo, when
+# missing, then configures and builds into ${BUILD_DIR:-build}. Sourced by
+# run-tests.sh and run-demo.sh; safe to run again.
+set -euo pipefail
+
+SPOTD_PACKAGES=(
+  build-essential cmake pkg-config
+  libcurl4-openssl-dev libcjson-dev libmicrohttpd-dev libsystemd-dev libcriterion-dev
+  systemd curl ca-certificates
+)
+
+spotd_install_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "error: packages missing and not root: ${missing[*]}" >&2
+      return 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+spotd_build() {
+  local src build
+  src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  build=${BUILD_DIR:-$src/build}
+  cmake -S "$src" -B "$build" -DSPOTD_WERROR=ON "$@" >/dev/null
+  cmake --build "$build" -j"$(nproc)"
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  spotd_install_packages "${SPOTD_PACKAGES[@]}"
+  spotd_build "$@"
+fi

@@ -1,0 +1,175 @@
+/* Test helpers: run the real spotd binary with its output captured, wait for
+ * lines, and talk HTTP to it. Header-only: each test binary includes it once. */
+#pragma once
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "macro.h"
+#include "timeutil.h"
+
+struct proc {
+        pid_t pid;
+        int fd;       /* read end: the child's stdout and stderr */
+        char *out;    /* everything read so far, NUL-terminated */
+        size_t len, cap;
+};
+
+/* argv[0] is ignored and replaced by SPOTD_BINARY. envp NULL: a minimal
+ * environment (no SPOTD_* from the test runner's). */
+static inline int proc_spawn(struct proc *p, char *const *argv, char *const *envp) {
+        static char *const minimal_env[] = { "PATH=/usr/bin:/bin", NULL };
+        int fds[2];
+        *p = (struct proc) { .fd = -1, .pid = -1 };
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                return -errno;
+        p->fd = fds[0];
+        p->pid = fork();
+        if (p->pid < 0)
+                return -errno;
+        if (p->pid == 0) {
+                dup2(fds[1], 1);
+                dup2(fds[1], 2);
+                execve(SPOTD_BINARY, argv, envp ? envp : minimal_env);
+                _exit(127);
+        }
+        close(fds[1]);
+        fcntl(p->fd, F_SETFL, O_NONBLOCK);
+        return 0;
+}
+
+/* Reads what is available, waiting at most timeout_ms for more. */
+static inline void proc_pump(struct proc *p, int timeout_ms) {
+        struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
+        if (p->fd < 0 || poll(&pfd, 1, timeout_ms) <= 0)
+                return;
+        for (;;) {
+                if (p->cap - p->len < 4097) {
+                        p->cap = p->cap ? p->cap * 2 : 65536;
+                        p->out = realloc(p->out, p->cap);
+                }
+                ssize_t n = read(p->fd, p->out + p->len, p->cap - p->len - 1);
+                if (n <= 0) {
+                        if (n == 0) {
+                                close(p->fd);
+                                p->fd = -1;
+                        }
+                        break;
+                }
+                p->len += (size_t) n;
+                p->out[p->len] = 0;
+        }
+}
+
+/* Waits until needle has appeared at least times times in the output. */
+static inline bool proc_wait_for_n(struct proc *p, const char *needle, int times, int timeout_ms) {
+        usec_t end = now_monotonic() + (usec_t) timeout_ms * USEC_PER_MSEC;
+        for (;;) {
+                int n = 0;
+                for (const char *s = p->out; s && (s = strstr(s, needle)); s += strlen(needle))
+                        n++;
+                if (n >= times)
+                        return true;
+                usec_t now = now_monotonic();
+                if (now >= end || (p->fd < 0))
+                        return false;
+                proc_pump(p, (int) ((end - now) / USEC_PER_MSEC) + 1);
+        }
+}
+#define proc_wait_for(p, needle, ms) proc_wait_for_n((p), (needle), 1, (ms))
+
+static inline int proc_count(const struct proc *p, const char *needle) {
+        int n = 0;
+        for (const char *s = p->out; s && (s = strstr(s, needle)); s += strlen(needle))
+                n++;
+        return n;
+}
+
+/* Sends sig (0: none) and waits up to timeout_ms; kills with SIGKILL after
+ * that. Returns the wait status, or -1 if it had to be killed. */
+static inline int proc_stop(struct proc *p, int sig, int timeout_ms) {
+        int status = 0;
+        if (sig)
+                kill(p->pid, sig);
+        usec_t end = now_monotonic() + (usec_t) timeout_ms * USEC_PER_MSEC;
+        for (;;) {
+                proc_pump(p, 10);
+                pid_t r = waitpid(p->pid, &status, WNOHANG);
+                if (r == p->pid)
+                        break;
+                if (now_monotonic() > end) {
+                        kill(p->pid, SIGKILL);
+                        waitpid(p->pid, &status, 0);
+                        status = -1;
+                        break;
+                }
+        }
+        proc_pump(p, 0);
+        if (p->fd >= 0)
+                close(p->fd);
+        p->fd = -1;
+        return status;
+}
+
+static inline void proc_free(struct proc *p) {
+        free(p->out);
+        p->out = NULL;
+}
+
+/* The HTTP port spotd logged at start ("(port N)"). */
+static inline unsigned proc_health_port(struct proc *p) {
+        if (!proc_wait_for(p, "(port ", 5000))
+                return 0;
+        return (unsigned) atoi(strstr(p->out, "(port ") + 6);
+}
+
+static size_t http_collect(char *ptr, size_t size, size_t nmemb, void *ud) {
+        char **buf = ud;
+        size_t old = *buf ? strlen(*buf) : 0, n = size * nmemb;
+        char *nb = realloc(*buf, old + n + 1);
+        if (!nb)
+                return 0;
+        memcpy(nb + old, ptr, n);
+        nb[old + n] = 0;
+        *buf = nb;
+        return n;
+}
+
+/* A request to loopback; returns the status (or -1) and the body, malloc'ed. */
+static inline long http_request(const char *method, const char *url, char **ret_body) {
+        CURL *c = curl_easy_init();
+        char *body = NULL;
+        long status = -1;
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_collect);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+        if (strcmp(method, "HEAD") == 0)
+                curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        else if (strcmp(method, "GET") != 0)
+                curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+        if (curl_easy_perform(c) == CURLE_OK)
+                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_cleanup(c);
+        if (ret_body)
+                *ret_body = body ? body : strdup("");
+        else
+                free(body);
+        return status;
+}
+
+static inline long http_get_port(unsigned port, const char *path, char **ret_body) {
+        char url[128];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+        return http_request("GET", url, ret_body);
+}

@@ -1,0 +1,243 @@
+/* The metadata client against the simulator: tokens, fallback, keep-alive,
+ * caps and faults. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "imds.h"
+#include "imds_sim.h"
+
+#define SPOT "meta-data/spot/instance-action"
+
+static struct imds_sim *sim;
+static unsigned observed;
+
+static void count(void *ud, const char *path, int err, long status, usec_t d) { observed++; }
+
+static struct imds *client(enum imds_mode mode, usec_t timeout) {
+        struct imds_options o;
+        char url[64];
+        struct imds *c;
+        imds_sim_url(sim, url, sizeof url);
+        imds_options_default(&o);
+        o.endpoint = url;
+        o.mode = mode;
+        o.timeout = timeout;
+        o.observe = count;
+        o.v2_retry_min = 200 * USEC_PER_MSEC;
+        o.v2_retry_max = 400 * USEC_PER_MSEC;
+        cr_assert_eq(imds_new(&o, &c), 0);
+        return c;
+}
+
+static void start(void) {
+        observed = 0;
+        cr_assert_eq(imds_sim_start(NULL, &sim), 0);
+}
+static void stop(void) { sim = imds_sim_stop(sim); }
+
+TestSuite(imds_client, .init = start, .fini = stop);
+
+Test(imds_client, v2_token_reused_over_one_connection) {
+        struct imds *c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
+        char *body = NULL;
+        size_t len;
+        for (int i = 0; i < 20; i++)
+                cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT);
+        imds_sim_set_spot(sim, "terminate", time(NULL) + 120, 0);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), 0);
+        struct imds_instance_action a;
+        cr_assert_eq(imds_parse_instance_action(body, len, &a, NULL), 0, "%s", body);
+        cr_assert_str_eq(a.action, "terminate");
+        cr_assert_neq(body[len - 1], '\n', "served without a trailing newline");
+        free(body);
+        cr_assert(imds_using_token(c));
+        cr_assert_eq(imds_sim_token_requests(sim), 1);
+        cr_assert_eq(imds_sim_connections(sim), 1, "one kept-alive connection, got %llu",
+                     (unsigned long long) imds_sim_connections(sim));
+        cr_assert_eq(observed, 22, "one observation per request (token included)");
+        imds_free(c);
+}
+
+Test(imds_client, v1_fallback_backs_off_then_returns_to_v2) {
+        imds_sim_set_token_mode(sim, SIM_TOKEN_403);
+        struct imds *c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
+        char *body;
+        size_t len;
+        for (int i = 0; i < 10; i++)
+                cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT);
+        cr_assert_not(imds_using_token(c));
+        cr_assert_eq(imds_sim_token_requests(sim), 1, "no PUT on every request during backoff");
+        imds_sim_set_token_mode(sim, SIM_TOKEN_OK);
+        usleep(450 * 1000); /* past v2_retry_max */
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT);
+        cr_assert(imds_using_token(c));
+        cr_assert_eq(imds_sim_token_requests(sim), 2);
+        imds_free(c);
+}
+
+Test(imds_client, v2_only_never_sends_v1) {
+        imds_sim_set_token_mode(sim, SIM_TOKEN_405);
+        struct imds *c = client(IMDS_MODE_V2_ONLY, USEC_PER_SEC);
+        char *body;
+        size_t len;
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -EPROTO);
+        cr_assert_eq(imds_last_status(c), 405);
+        cr_assert_eq(imds_sim_requests(sim, NULL), 0, "no GET without a token");
+        imds_free(c);
+}
+
+Test(imds_client, expired_token_refreshed_once_on_401) {
+        imds_sim_set_require_v2(sim, true);
+        struct imds *c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
+        char *body;
+        size_t len;
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT);
+        imds_sim_expire_tokens(sim);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT);
+        cr_assert_eq(imds_sim_token_requests(sim), 2);
+        cr_assert_eq(imds_sim_unauthorized(sim), 1);
+        imds_free(c);
+}
+
+Test(imds_client, repeated_401_retries_only_once) {
+        struct imds *c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
+        char *body;
+        size_t len;
+        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_401, 0, 0);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -EACCES);
+        cr_assert_eq(imds_sim_requests(sim, "/latest/" SPOT), 2);
+        cr_assert_eq(imds_sim_token_requests(sim), 2);
+        imds_free(c);
+}
+
+Test(imds_client, v1_client_against_v2_only_instance) {
+        imds_sim_set_require_v2(sim, true);
+        struct imds *c = client(IMDS_MODE_V1_ONLY, USEC_PER_SEC);
+        char *body;
+        size_t len;
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -EACCES);
+        cr_assert_eq(imds_sim_token_requests(sim), 0);
+        imds_free(c);
+        /* auto mode in v1 fallback meets a 401: asks for a token at once */
+        imds_sim_set_token_mode(sim, SIM_TOKEN_403);
+        c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -EACCES);
+        imds_sim_set_token_mode(sim, SIM_TOKEN_OK);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT, "401 forces a token attempt despite backoff");
+        imds_free(c);
+}
+
+Test(imds_client, token_refreshed_before_expiry) {
+        imds_sim_stop(sim);
+        struct imds_sim_options so = { .require_v2 = true, .max_token_ttl = 2 };
+        cr_assert_eq(imds_sim_start(&so, &sim), 0);
+        struct imds *c = client(IMDS_MODE_V2_ONLY, USEC_PER_SEC);
+        char *body;
+        size_t len;
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT);
+        usleep(1600 * 1000); /* past 3/4 of the granted 2 s */
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT);
+        cr_assert_eq(imds_sim_token_requests(sim), 2, "refreshed on granted TTL, not the 6 h asked");
+        cr_assert_eq(imds_sim_unauthorized(sim), 0, "never used an expired token");
+        imds_free(c);
+}
+
+Test(imds_client, faults_map_to_errors) {
+        struct imds *c = client(IMDS_MODE_AUTO, 300 * USEC_PER_MSEC);
+        char *body;
+        size_t len;
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT);
+
+        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_500, 0, 1);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -EPROTO);
+        cr_assert_eq(imds_last_status(c), 500);
+
+        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_SLOW, 1500, 1);
+        usec_t t0 = now_monotonic();
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ETIMEDOUT);
+        cr_assert_lt(now_monotonic() - t0, 1200 * USEC_PER_MSEC, "the timeout bounds the wait");
+
+        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_RESET, 0, 1);
+        int r = imds_get(c, SPOT, &body, &len);
+        cr_assert(r == -ECONNRESET || r == -EIO, "reset -> %d", r);
+
+        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_OVERSIZED, 1 << 20, 1);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -EFBIG);
+
+        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_SLOW_DRIP, 50, 1);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ETIMEDOUT);
+
+        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_MALFORMED, 0, 1);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), 0);
+        struct imds_instance_action a;
+        cr_assert_eq(imds_parse_instance_action(body, len, &a, NULL), -EBADMSG);
+        free(body);
+
+        imds_sim_clear_fault(sim);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ENOENT, "client recovers after every fault");
+        imds_free(c);
+}
+
+Test(imds_client, refused_and_bad_options) {
+        struct imds_options o;
+        struct imds *c = NULL;
+        char *body;
+        size_t len;
+        imds_options_default(&o);
+        o.endpoint = "http://127.0.0.1:1";
+        cr_assert_eq(imds_new(&o, &c), 0);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ECONNREFUSED);
+        cr_assert_eq(imds_get(c, "meta-data/../../etc?x", &body, &len), -EINVAL);
+        imds_free(c);
+        c = NULL;
+        o.endpoint = "file:///etc/passwd";
+        cr_assert_eq(imds_new(&o, &c), -EINVAL);
+        o.endpoint = "http://169.254.169.254";
+        o.token_ttl = 21601;
+        cr_assert_eq(imds_new(&o, &c), -EINVAL);
+        cr_assert_null(c);
+}
+
+Test(imds_client, all_payload_paths) {
+        struct imds *c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
+        char *body;
+        size_t len;
+        time_t t;
+        imds_sim_set_rebalance(sim, 1795607813, 0);
+        cr_assert_eq(imds_get(c, "meta-data/events/recommendations/rebalance", &body, &len), 0);
+        cr_assert_eq(imds_parse_rebalance(body, len, &t, NULL), 0);
+        cr_assert_eq(t, 1795607813);
+        free(body);
+
+        imds_sim_add_scheduled(sim, "instance-retirement", "active", "instance-event-0abc", 1795607933, 1795611533);
+        cr_assert_eq(imds_get(c, "meta-data/events/maintenance/scheduled", &body, &len), 0);
+        struct imds_scheduled_event ev[4];
+        size_t n;
+        cr_assert_eq(imds_parse_scheduled(body, len, ev, 4, &n, NULL), 0, "%s", body);
+        cr_assert_eq(n, 1);
+        cr_assert_eq(ev[0].not_before, 1795607933);
+        free(body);
+
+        imds_sim_set_lifecycle(sim, "Terminated");
+        cr_assert_eq(imds_get(c, "meta-data/autoscaling/target-lifecycle-state", &body, &len), 0);
+        char st[32];
+        cr_assert_eq(imds_parse_token_text(body, len, st, sizeof st, NULL), 0);
+        cr_assert_str_eq(st, "Terminated");
+        free(body);
+
+        imds_sim_set_spot(sim, "stop", 1795607933, 0);
+        cr_assert_eq(imds_get(c, "meta-data/spot/termination-time", &body, &len), 0);
+        cr_assert_eq(imds_parse_termination_time(body, len, &t, NULL), 0);
+        cr_assert_eq(t, 1795607933);
+        free(body);
+
+        cr_assert_eq(imds_get(c, "dynamic/instance-identity/document", &body, &len), 0);
+        struct imds_identity id;
+        cr_assert_eq(imds_parse_identity(body, len, &id, NULL), 0);
+        cr_assert_str_eq(id.instance_id, "i-0123456789abcdef0");
+        free(body);
+        imds_free(c);
+}
