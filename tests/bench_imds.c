@@ -162,6 +162,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "need at least 10000 requests and 1 trial\n");
                 return 2;
         }
+        setvbuf(stdout, NULL, _IOLBF, 0);
         curl_global_init(CURL_GLOBAL_DEFAULT);
         int r = bench_cpu(requests);
         if (r == 0 && trials_default)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +38,8 @@ static inline int proc_spawn(struct proc *p, char *const *argv, char *const *env
         if (p->pid < 0)
                 return -errno;
         if (p->pid == 0) {
+                /* A failed assertion ends the test process: take spotd with it. */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 dup2(fds[1], 1);
                 dup2(fds[1], 2);
                 execve(SPOTD_BINARY, argv, envp ? envp : minimal_env);

@@ -2,6 +2,9 @@
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include "helpers.h"
 #include "imds_sim.h"
 
@@ -290,5 +293,49 @@ Test(integration, version) {
         int st = proc_stop(&p, 0, 5000);
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
         cr_assert(strncmp(p.out, "spotd " SPOTD_VERSION, 6 + strlen(SPOTD_VERSION)) == 0, "%s", p.out);
+        proc_free(&p);
+}
+
+/* Under systemd: READY=1 once started, WATCHDOG=1 while the loop runs,
+ * STOPPING=1 on SIGTERM. The test plays systemd's notify socket. */
+Test(integration, sd_notify_ready_and_watchdog) {
+        char sock[64], env_sock[96];
+        snprintf(sock, sizeof sock, "/tmp/spotd-notify-%d", (int) getpid());
+        unlink(sock);
+        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        strcpy(sa.sun_path, sock);
+        cr_assert_eq(bind(fd, (struct sockaddr *) &sa, sizeof sa), 0);
+        snprintf(env_sock, sizeof env_sock, "NOTIFY_SOCKET=%s", sock);
+
+        struct proc p;
+        cr_assert_eq(proc_spawn(&p, AGENT_ARGS("--dry-run"),
+                                (char *[]) { env_sock, "WATCHDOG_USEC=200000", NULL }), 0);
+        int ready = 0, watchdog = 0, stopping = 0;
+        usec_t end = now_monotonic() + 1500 * USEC_PER_MSEC;
+        while (now_monotonic() < end) {
+                char buf[256];
+                ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+                if (n <= 0) {
+                        usleep(10 * 1000);
+                        continue;
+                }
+                buf[n] = 0;
+                ready += strstr(buf, "READY=1") != NULL;
+                watchdog += strstr(buf, "WATCHDOG=1") != NULL;
+        }
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        char buf[256];
+        ssize_t n;
+        while ((n = recv(fd, buf, sizeof buf - 1, 0)) > 0) {
+                buf[n] = 0;
+                stopping += strstr(buf, "STOPPING=1") != NULL;
+        }
+        cr_assert_eq(ready, 1);
+        /* Every 100 ms (half of WATCHDOG_USEC) for 1.5 s: about 15. */
+        cr_assert_geq(watchdog, 8, "watchdog pinged %d times", watchdog);
+        cr_assert_eq(stopping, 1);
+        close(fd);
+        unlink(sock);
         proc_free(&p);
 }

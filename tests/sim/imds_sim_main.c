@@ -70,7 +70,11 @@ int main(int argc, char **argv) {
         }
 
         /* Block the signals before the server threads start, so they inherit
-         * the mask and only sigwait() below sees them. */
+         * the mask and only sigwait() below sees them. A shell starts
+         * background jobs with SIGINT ignored, and an ignored signal is
+         * dropped even when blocked: restore the default first. */
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, SIGTERM);

@@ -1,0 +1,69 @@
+/* A strict Kubernetes API server simulator for tests, the demo and
+ * benchmarks: HTTPS (libmicrohttpd + GnuTLS) on 127.0.0.1, port 0, with a
+ * CA and server certificate generated at start, bearer-token auth, and just
+ * enough of core/v1 and policy/v1 for spotd (protocols.md §2). A request the
+ * real API server would reject is rejected here too, with a Status body.
+ * Every setter is thread-safe. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct k8s_sim;
+
+struct k8s_sim_options {
+        const char *dir;          /* where ca.crt, server.crt/key and token go (mkdtemp if NULL) */
+        const char *token;        /* accepted bearer token (default "sim-token-1") */
+        unsigned grace_ms_per_s;  /* how long a grace-period second lasts (default 10 ms) */
+};
+
+int k8s_sim_start(const struct k8s_sim_options *o, struct k8s_sim **ret);
+struct k8s_sim *k8s_sim_stop(struct k8s_sim *s);
+/* "https://127.0.0.1:PORT" */
+void k8s_sim_url(const struct k8s_sim *s, char *buf, size_t len);
+uint16_t k8s_sim_port(const struct k8s_sim *s);
+/* Paths of the generated CA bundle and of a token file holding the current token. */
+const char *k8s_sim_ca_file(const struct k8s_sim *s);
+const char *k8s_sim_token_file(const struct k8s_sim *s);
+/* Replaces the accepted token and rewrites the token file (old token: 401). */
+void k8s_sim_rotate_token(struct k8s_sim *s, const char *token);
+
+/* Objects. labels: "k=v,k2=v2". */
+void k8s_sim_add_node(struct k8s_sim *s, const char *name, const char *labels);
+void k8s_sim_add_pod(struct k8s_sim *s, const char *ns, const char *name, const char *node,
+                     const char *labels, unsigned grace_seconds, const char *owner_kind /* NULL, "DaemonSet", "ReplicaSet", ... */);
+/* A PodDisruptionBudget over pods matching labels in ns: evictions answer
+ * 429 until blocked_ms have passed (0: forever, UINT32_MAX: never blocks). */
+void k8s_sim_add_pdb(struct k8s_sim *s, const char *ns, const char *name, const char *labels, uint32_t blocked_ms);
+
+/* Node state as JSON (the full object, as GET returns it); caller frees. */
+char *k8s_sim_node_json(struct k8s_sim *s, const char *name);
+/* Sets spec.unschedulable as another writer would (bumps resourceVersion). */
+void k8s_sim_set_unschedulable(struct k8s_sim *s, const char *node, bool v);
+/* Pod lifecycle: 0 running, 1 terminating, 2 gone (deleted). */
+int k8s_sim_pod_state(struct k8s_sim *s, const char *ns, const char *name);
+unsigned k8s_sim_evictions(struct k8s_sim *s, const char *ns, const char *name);   /* accepted (201) */
+unsigned k8s_sim_eviction_attempts(struct k8s_sim *s, const char *ns, const char *name);
+unsigned k8s_sim_deletes(struct k8s_sim *s, const char *ns, const char *name);
+/* Events posted, and how many have reason. */
+unsigned k8s_sim_events(struct k8s_sim *s, const char *reason /* NULL: all */);
+
+/* Faults. The next count requests (whose path starts with prefix; NULL:
+ * any) answer status (500, 503, ...) with a Status body; or, for the two
+ * special values below, are delayed / dropped. */
+#define K8S_SIM_DROP  1   /* close the connection without an answer */
+#define K8S_SIM_SLOW  2   /* answer after arg ms */
+void k8s_sim_fault(struct k8s_sim *s, const char *prefix, int status, unsigned arg, unsigned count);
+/* The next count writes (PATCH) to node answer 409 as if another writer won. */
+void k8s_sim_conflict(struct k8s_sim *s, const char *node, unsigned count);
+
+/* Counters. */
+unsigned k8s_sim_requests(struct k8s_sim *s, const char *method /* NULL: any */, const char *path_prefix /* NULL: any */);
+unsigned k8s_sim_unauthorized(struct k8s_sim *s);
+unsigned k8s_sim_cluster_wide_pod_lists(struct k8s_sim *s); /* GET /api/v1/pods without a nodeName field selector */
+unsigned k8s_sim_connections(struct k8s_sim *s);
+/* Monotonic usec of the first and the last accepted eviction (0 if none). */
+void k8s_sim_eviction_window(struct k8s_sim *s, uint64_t *first, uint64_t *last);
+/* Writes a request log line per request ("METHOD path status") into a
+ * malloc'ed string; for failure messages. */
+char *k8s_sim_log(struct k8s_sim *s);
