@@ -7,10 +7,12 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
+#include <curl/curl.h>
 #include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "detect.h"
+#include "handle.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -28,6 +30,8 @@ struct agent {
         struct imds *imds;
         struct status *status;
         struct health *health;
+        struct k8s *k8s;
+        struct handler *handler;
         char instance[64];
         bool have_instance;
         struct tracked ev[TRACKED_MAX];
@@ -151,9 +155,6 @@ static void log_new_event(struct agent *a, struct tracked *t) {
                          e->detail, when);
         }
         agent_describe_plan(a->cfg, e, plan, sizeof plan);
-        if (!a->cfg->dry_run)
-                strncat(plan, " (Kubernetes handling is not built yet: detection only)",
-                        sizeof plan - strlen(plan) - 1);
         log_full(LOG_INFO, MSG_PLAN, &c, "%s", plan);
 }
 
@@ -187,6 +188,10 @@ static void merge_source(struct agent *a, enum event_kind k, const struct detect
                         t->present = true;
                         log_new_event(a, t);
                         status_upsert_event(a->status, &t->se);
+                        if (e->canceled)
+                                handler_cancel(a->handler, e);
+                        else
+                                handler_event(a->handler, &t->se.ev, config_action_for(a->cfg, e));
                         continue;
                 }
                 t->present = true;
@@ -200,12 +205,15 @@ static void merge_source(struct agent *a, enum event_kind k, const struct detect
                                  e->id, e->detail);
                         agent_describe_plan(a->cfg, &t->se.ev, plan, sizeof plan);
                         log_full(LOG_INFO, MSG_PLAN, &c, "%s", plan);
+                        handler_cancel(a->handler, &t->se.ev);
                 }
                 /* The spot time may be recomputed until final; maintenance may
                  * be rescheduled. An ASG deadline is ours and stays. */
                 if (k != EVENT_ASG_TERMINATION && e->deadline != t->se.ev.deadline) {
                         log_debug("Deadline of %s moved by %lds", e->id, (long) (e->deadline - t->se.ev.deadline));
                         t->se.ev.deadline = e->deadline;
+                        if (!t->se.ev.canceled)
+                                handler_event(a->handler, &t->se.ev, config_action_for(a->cfg, e));
                 }
                 status_upsert_event(a->status, &t->se);
         }
@@ -292,8 +300,13 @@ static void poll_round(struct agent *a) {
                 a->token_mode = tok;
                 status_set_imds_mode(a->status, tok ? "v2" : "v1");
         }
+        const char *ids[TRACKED_MAX];
+        for (size_t i = 0; i < a->nev; i++)
+                ids[i] = a->ev[i].se.ev.id;
+        if (reached && a->have_instance)
+                handler_round(a->handler, ids, a->nev);
         status_poll_done(a->status, now_realtime(), now_monotonic(), reached);
-        status_set_state(a->status, a->nev ? "handling" : "watching");
+        status_set_state(a->status, handler_busy(a->handler) ? "handling" : a->nev ? "handled" : "watching");
 }
 
 static void signal_mask(sigset_t *mask) {
@@ -329,6 +342,37 @@ static int setup_fds(const struct config *cfg, int *ret_sfd, int *ret_tfd) {
         return 0;
 }
 
+/* The API client from --kube-* or, when --kube-api is unset, from the
+ * in-cluster environment. *ret stays NULL when neither is there. */
+int agent_k8s_new(const struct config *cfg, struct k8s **ret) {
+        char url[300], token[1024] = "", ca[1024] = "", ns[64];
+        struct k8s_options o = {
+                .token_file = cfg->kube_token_file[0] ? cfg->kube_token_file : NULL,
+                .ca_file = cfg->kube_ca_file[0] ? cfg->kube_ca_file : NULL,
+                .client_cert = cfg->kube_client_cert[0] ? cfg->kube_client_cert : NULL,
+                .client_key = cfg->kube_client_key[0] ? cfg->kube_client_key : NULL,
+                .timeout = cfg->kube_timeout,
+                .max_connections = cfg->kube_max_connections,
+        };
+        if (cfg->kube_api[0])
+                o.api_url = cfg->kube_api;
+        else if (k8s_in_cluster(NULL, NULL, url, sizeof url, token, sizeof token, ca, sizeof ca, ns, sizeof ns) >= 0) {
+                o.api_url = url;
+                if (!o.token_file)
+                        o.token_file = token;
+                if (!o.ca_file)
+                        o.ca_file = ca;
+        } else
+                return 0;
+        int r = k8s_new(&o, ret);
+        if (r < 0)
+                log_error("Cannot set up the Kubernetes client for %s: %s (check --kube-token-file, --kube-ca-file, "
+                          "--kube-client-cert and --kube-client-key)", o.api_url, strerror(-r));
+        else
+                log_full(LOG_INFO, MSG_CONFIG, NULL, "Kubernetes API %s%s", o.api_url, cfg->dry_run ? " (dry run: reads only)" : "");
+        return r;
+}
+
 int agent_run(const struct config *cfg) {
         struct agent a = { .cfg = cfg };
         int sfd = -1, tfd = -1, r, ret = 1;
@@ -358,6 +402,16 @@ int agent_run(const struct config *cfg) {
                 log_error("Cannot set up the metadata client for %s: %s", cfg->imds_endpoint, strerror(-r));
                 goto finish;
         }
+        r = agent_k8s_new(cfg, &a.k8s);
+        if (r < 0)
+                goto finish;
+        if (!a.k8s && !cfg->dry_run) {
+                log_error("No Kubernetes API: set --kube-api (or run in a cluster), or use --dry-run");
+                goto finish;
+        }
+        r = handler_new(cfg, a.k8s, a.status, &a.handler);
+        if (r < 0)
+                goto finish;
         if (cfg->health_addr[0]) {
                 r = health_start(cfg->health_addr, a.status, cfg->health_max_connections, &a.health);
                 if (r < 0) {
@@ -375,17 +429,18 @@ int agent_run(const struct config *cfg) {
 
         format_duration(cfg->poll_interval, d, sizeof d);
         /* The bound port is logged because --health-addr may ask for port 0. */
-        log_full(LOG_INFO, MSG_STARTED, NULL,
-                 "spotd %s started: node %s, metadata service %s, poll interval %s, HTTP %s (port %u)%s",
-                 SPOTD_VERSION, cfg->node_name, cfg->imds_endpoint, d,
-                 cfg->health_addr[0] ? cfg->health_addr : "off", a.health ? health_port(a.health) : 0,
-                 cfg->dry_run ? ", dry run" : "");
+        char http[96] = "off";
+        if (a.health)
+                snprintf(http, sizeof http, "%s (port %u)", cfg->health_addr, health_port(a.health));
+        log_full(LOG_INFO, MSG_STARTED, NULL, "spotd %s started: node %s, metadata service %s, poll interval %s, HTTP %s%s",
+                 SPOTD_VERSION, cfg->node_name, cfg->imds_endpoint, d, http, cfg->dry_run ? ", dry run" : "");
         sd_notify(0, "READY=1\nSTATUS=watching");
+        handler_start(a.handler);
 
         for (;;) {
                 struct pollfd p[2] = { { .fd = sfd, .events = POLLIN }, { .fd = tfd, .events = POLLIN } };
                 int timeout = -1;
-                usec_t now = now_monotonic();
+                usec_t now = now_monotonic(), wake = handler_next_wakeup(a.handler);
 
                 status_heartbeat(a.status, now);
                 if (wd_usec) {
@@ -396,8 +451,23 @@ int agent_run(const struct config *cfg) {
                         }
                         timeout = (int) ((wd_last + wd_usec / 2 - now) / USEC_PER_MSEC) + 1;
                 }
-                r = poll(p, 2, timeout);
-                if (r < 0 && errno != EINTR) {
+                if (wake != UINT64_MAX) {
+                        int t = wake > now ? (int) ((wake - now) / USEC_PER_MSEC) + 1 : 0;
+                        if (timeout < 0 || t < timeout)
+                                timeout = t;
+                }
+                if (a.k8s) {
+                        /* API transfers, signals and the poll timer in one wait. */
+                        struct curl_waitfd w[2] = { { .fd = sfd, .events = CURL_WAIT_POLLIN },
+                                                    { .fd = tfd, .events = CURL_WAIT_POLLIN } };
+                        r = k8s_poll(a.k8s, w, 2, timeout < 0 ? 1000 : timeout);
+                        p[0].revents = w[0].revents & CURL_WAIT_POLLIN ? POLLIN : 0;
+                        p[1].revents = w[1].revents & CURL_WAIT_POLLIN ? POLLIN : 0;
+                        if (r < 0) {
+                                log_error("Waiting for the Kubernetes API failed: %s", strerror(-r));
+                                break;
+                        }
+                } else if (poll(p, 2, timeout) < 0 && errno != EINTR) {
                         log_error("poll failed: %s", strerror(errno));
                         break;
                 }
@@ -418,12 +488,15 @@ int agent_run(const struct config *cfg) {
                         if (read(tfd, &expirations, sizeof expirations) == sizeof expirations)
                                 poll_round(&a);
                 }
+                handler_tick(a.handler);
         }
 
 finish:
         sd_notify(0, "STOPPING=1");
         status_set_state(a.status, "stopping");
         a.health = health_stop(a.health);
+        a.k8s = k8s_free(a.k8s); /* before the handler: pending requests die without callbacks */
+        a.handler = handler_free(a.handler);
         if (sfd >= 0)
                 close(sfd);
         if (tfd >= 0)

@@ -1,6 +1,7 @@
 /* The daemon: the poll loop, event tracking, signals and sd_notify. */
 #pragma once
 #include "config.h"
+#include "k8s.h"
 
 /* Runs until SIGTERM or SIGINT. Returns the process exit status: 0 after a
  * clean stop, 1 when start-up failed (logged). */
@@ -10,6 +11,11 @@ int agent_run(const struct config *cfg);
  * Returns 0 or -errno. */
 int agent_imds_new(const struct config *cfg, imds_observe_t observe, void *userdata,
                    struct imds **ret);
+
+/* The Kubernetes client from --kube-* or the in-cluster environment; *ret
+ * stays NULL when neither is configured. Logs and returns -errno on a bad
+ * configuration. */
+int agent_k8s_new(const struct config *cfg, struct k8s **ret);
 
 /* Reads the instance id into buf. 0, -ENOENT when the service has none
  * (then callers use the node name), or another -errno. */

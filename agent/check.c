@@ -28,6 +28,82 @@ static const char *error_text(int r, const struct detect_result *res, char *buf,
         return buf;
 }
 
+/* Reads the node and the TaskManager pods spotd would evict. 0 when the API
+ * answered or none is configured. text: where to print, NULL for JSON only. */
+static int check_kube(const struct config *cfg, cJSON *root, FILE *text) {
+        struct k8s *k = NULL;
+        struct k8s_response r;
+        char path[1200], f[400], l[700], sel[400];
+        int ret = 0;
+
+        cJSON *o = cJSON_AddObjectToObject(root, "kubernetes");
+        if (agent_k8s_new(cfg, &k) < 0 || !k) {
+                cJSON_AddStringToObject(o, "status", k ? "error" : "not configured");
+                if (text)
+                        fprintf(text, "%-26s %s\n", "kubernetes", "not configured (--kube-api, or run in a cluster)");
+                return k ? -EINVAL : 0;
+        }
+        _cleanup_free_ char *node = NULL, *pods = NULL;
+        snprintf(path, sizeof path, "/api/v1/nodes/%s", cfg->node_name);
+        if (k8s_request_sync(k, "GET", path, NULL, NULL, &r, &node) < 0 || r.err || r.status != 200) {
+                snprintf(sel, sizeof sel, "%s%s%s", r.err ? http_strerror(r.err) : r.reason, r.message[0] ? ": " : "", r.message);
+                cJSON_AddStringToObject(o, "status", "error");
+                cJSON_AddStringToObject(o, "error", sel);
+                if (text)
+                        fprintf(text, "%-26s cannot read node %s: HTTP %ld %s\n", "kubernetes", cfg->node_name, r.status, sel);
+                k8s_free(k);
+                return -EIO;
+        }
+        _cleanup_(cJSON_Deletep) cJSON *n = cJSON_Parse(node);
+        cJSON *spec = cJSON_GetObjectItem(n, "spec");
+        cJSON *ann = cJSON_GetObjectItem(cJSON_GetObjectItem(n, "metadata"), "annotations");
+        const char *fence = cJSON_GetStringValue(cJSON_GetObjectItem(ann, "spotd.io/event-id"));
+        const char *phase = cJSON_GetStringValue(cJSON_GetObjectItem(ann, "spotd.io/phase"));
+        cJSON_AddStringToObject(o, "status", "ok");
+        cJSON_AddBoolToObject(o, "unschedulable", cJSON_IsTrue(cJSON_GetObjectItem(spec, "unschedulable")));
+        if (fence) {
+                cJSON_AddStringToObject(o, "fence_event", fence);
+                cJSON_AddStringToObject(o, "fence_phase", phase ? phase : "");
+        }
+        if (text)
+                fprintf(text, "%-26s node %s%s%s%s%s%s\n", "kubernetes", cfg->node_name,
+                        cJSON_IsTrue(cJSON_GetObjectItem(spec, "unschedulable")) ? ", cordoned" : "",
+                        fence ? ", spotd fence of " : "", fence ? fence : "", fence ? ", phase " : "",
+                        fence && phase ? phase : "");
+
+        snprintf(sel, sizeof sel, "spec.nodeName=%s", cfg->node_name);
+        if (k8s_escape(sel, f, sizeof f) < 0 || k8s_escape(cfg->tm_selector, l, sizeof l) < 0) {
+                k8s_free(k);
+                return -EINVAL;
+        }
+        snprintf(path, sizeof path, "/api/v1/pods?fieldSelector=%s&labelSelector=%s", f, l);
+        cJSON *arr = cJSON_AddArrayToObject(o, "taskmanagers");
+        if (k8s_request_sync(k, "GET", path, NULL, NULL, &r, &pods) < 0 || r.err || r.status != 200) {
+                if (text)
+                        fprintf(text, "%-26s cannot list pods: HTTP %ld %s\n", "", r.status, r.err ? http_strerror(r.err) : r.reason);
+                ret = -EIO;
+        } else {
+                _cleanup_(cJSON_Deletep) cJSON *list = cJSON_Parse(pods);
+                const cJSON *it;
+                cJSON_ArrayForEach(it, cJSON_GetObjectItem(list, "items")) {
+                        cJSON *md = cJSON_GetObjectItem(it, "metadata");
+                        const char *ns = cJSON_GetStringValue(cJSON_GetObjectItem(md, "namespace"));
+                        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(md, "name"));
+                        if (!ns || !name)
+                                continue;
+                        snprintf(sel, sizeof sel, "%.60s/%.250s", ns, name);
+                        cJSON_AddItemToArray(arr, cJSON_CreateString(sel));
+                        if (text)
+                                fprintf(text, "%-26s would evict TaskManager %s%s\n", "", sel,
+                                        cJSON_GetObjectItem(md, "deletionTimestamp") ? " (already terminating)" : "");
+                }
+                if (text && !cJSON_GetArraySize(arr))
+                        fprintf(text, "%-26s no TaskManager pods on this node (selector %s)\n", "", cfg->tm_selector);
+        }
+        k8s_free(k);
+        return ret;
+}
+
 int check_run(const struct config *cfg, FILE *out) {
         _cleanup_(cJSON_Deletep) cJSON *root = cJSON_CreateObject();
         struct imds *imds = NULL;
@@ -116,6 +192,8 @@ int check_run(const struct config *cfg, FILE *out) {
                         }
                 }
         }
+        if (check_kube(cfg, root, json ? NULL : out) < 0)
+                ok = false;
         cJSON_AddBoolToObject(root, "ok", ok);
         if (json) {
                 _cleanup_free_ char *s = cJSON_Print(root);

@@ -13,7 +13,7 @@
 
 extern char **environ;
 
-enum opt_type { T_STRING, T_NODE, T_URL, T_DURATION, T_UINT, T_BOOL, T_ENUM, T_ADDR, T_LEVEL };
+enum opt_type { T_STRING, T_NODE, T_URL, T_DURATION, T_UINT, T_BOOL, T_ENUM, T_ADDR, T_LEVEL, T_SELECTOR, T_DNS_LABEL };
 
 struct option_def {
         const char *name;      /* flag without "--"; env is SPOTD_ + upper(name) */
@@ -55,6 +55,17 @@ static const struct option_def options[] = {
         { "log-format", T_ENUM, OFF(log_format), "text", 0, 0, formats, "stderr format: text or json" },
         { "log-level", T_LEVEL, OFF(log_level), "info", 0, 0, NULL, "debug, info, notice, warning or err" },
         { "output", T_ENUM, OFF(output), "text", 0, 0, formats, "check: text or json" },
+        { "kube-api", T_URL, OFF(kube_api), "", 0, 0, NULL, "Kubernetes API URL (https; default: in-cluster configuration)" },
+        { "kube-token-file", T_STRING, OFF(kube_token_file), "", 0, 0, NULL, "bearer token file, re-read periodically and on 401" },
+        { "kube-ca-file", T_STRING, OFF(kube_ca_file), "", 0, 0, NULL, "CA bundle that verifies the API server (TLS is always verified)" },
+        { "kube-client-cert", T_STRING, OFF(kube_client_cert), "", 0, 0, NULL, "client certificate (PEM), with --kube-client-key" },
+        { "kube-client-key", T_STRING, OFF(kube_client_key), "", 0, 0, NULL, "client key (PEM)" },
+        { "kube-max-connections", T_UINT, OFF(kube_max_connections), "8", 1, 64, NULL, "connections to the API server" },
+        { "kube-timeout", T_DURATION, OFF(kube_timeout), "10s", 100000, 120 * S, NULL, "timeout of one API request" },
+        { "tm-selector", T_SELECTOR, OFF(tm_selector), "component=taskmanager,type in (flink-native-kubernetes,flink-standalone-kubernetes)", 0, 0, NULL, "label selector of the TaskManager pods" },
+        { "eviction-margin", T_DURATION, OFF(eviction_margin), "15s", 0, 600 * S, NULL, "evictions must be accepted this long before the deadline" },
+        { "force-delete", T_BOOL, OFF(force_delete), "false", 0, 0, NULL, "delete a TaskManager pod whose eviction is still blocked at the margin" },
+        { "event-namespace", T_DNS_LABEL, OFF(event_namespace), "default", 0, 0, NULL, "namespace of the Kubernetes Events about the node" },
 };
 
 static void env_name(const struct option_def *o, char *buf, size_t len) {
@@ -147,7 +158,9 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         strcpy(dst, v);
                 break;
         case T_URL:
-                if (strlen(v) >= o->size || !url_valid(v))
+                if (!*v && o->def && !*o->def)
+                        ((char *) dst)[0] = 0; /* optional URL left unset */
+                else if (strlen(v) >= o->size || !url_valid(v))
                         snprintf(expect, sizeof expect, "an http:// or https:// URL with a host");
                 else
                         strcpy(dst, v);
@@ -204,6 +217,29 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                 l = (size_t) snprintf(expect, sizeof expect, "one of");
                 for (i = 0; o->choices[i] && l < sizeof expect; i++)
                         l += (size_t) snprintf(expect + l, sizeof expect - l, "%s %s", i ? "," : "", o->choices[i]);
+                break;
+        }
+        case T_SELECTOR: {
+                /* The API server parses it; here only what could break the
+                 * request: length and characters outside the grammar. */
+                bool ok = strlen(v) > 0 && strlen(v) < o->size;
+                for (const char *p = v; *p && ok; p++)
+                        ok = isalnum((unsigned char) *p) || strchr("=!,()._-/ ", *p);
+                if (!ok)
+                        snprintf(expect, sizeof expect, "a Kubernetes label selector such as component=taskmanager");
+                else
+                        strcpy(dst, v);
+                break;
+        }
+        case T_DNS_LABEL: {
+                bool ok = strlen(v) > 0 && strlen(v) <= 63 && isalnum((unsigned char) v[0]) &&
+                          isalnum((unsigned char) v[strlen(v) - 1]);
+                for (const char *p = v; *p && ok; p++)
+                        ok = islower((unsigned char) *p) || isdigit((unsigned char) *p) || *p == '-';
+                if (!ok)
+                        snprintf(expect, sizeof expect, "a Kubernetes namespace name");
+                else
+                        strcpy(dst, v);
                 break;
         }
         case T_LEVEL: {
@@ -410,6 +446,15 @@ int config_parse(struct config *c, int argc, char *const *argv, char *const *env
                         return -EINVAL;
         }
 
+        if (c->kube_api[0] && strncmp(c->kube_api, "https://", 8) != 0) {
+                fprintf(err, "spotd: invalid value \"%.64s\" for --kube-api: expected an https:// URL (TLS is always verified)\n",
+                        c->kube_api);
+                return -EINVAL;
+        }
+        if (!c->kube_client_cert[0] != !c->kube_client_key[0]) {
+                fprintf(err, "spotd: --kube-client-cert and --kube-client-key go together\n");
+                return -EINVAL;
+        }
         if (!c->node_name[0]) {
                 char host[256] = "";
                 (void) gethostname(host, sizeof host - 1);

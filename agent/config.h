@@ -30,6 +30,18 @@ struct config {
         enum log_format log_format;
         int log_level;
         enum output_format output;
+        /* Kubernetes (empty kube_api: in-cluster configuration, if any) */
+        char kube_api[257];
+        char kube_token_file[1024];
+        char kube_ca_file[1024];
+        char kube_client_cert[1024];
+        char kube_client_key[1024];
+        unsigned kube_max_connections;
+        usec_t kube_timeout;
+        char tm_selector[512];
+        usec_t eviction_margin;
+        bool force_delete;
+        char event_namespace[64];
 };
 
 /* Parses argv (argv[0] is the subcommand or program name and is skipped),

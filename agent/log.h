@@ -22,6 +22,14 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 #define MSG_IMDS_RECOVERED   "ee8996abbe1a44169a6ff5c5ebada16a"
 #define MSG_PLAN             "5647fa6b18df4ca69477b56a4a0d50b6"
 #define MSG_CONFIG           "fd28811d9ed44613861aa6e77bb9d6ce"
+#define MSG_FENCED           "6147413d8d83401b946c0f997aff043d"
+#define MSG_K8S_ERROR        "8bf2152474aa488c9cf3c630e8295d2c"
+#define MSG_EVICTING         "94b80aac712c438b80a75283a910264a"
+#define MSG_POD_EVICTED      "e843f7d32eb742f2ad85405532a2100d"
+#define MSG_POD_GONE         "79e125323b2c4c50a3d607fccf80237d"
+#define MSG_EVICTION_BLOCKED "567186181dea491c99e53721f78d827c"
+#define MSG_DONE             "a11e73ecf1174841a611800b7f13bf1a"
+#define MSG_UNFENCED         "3cc8dd08269a42b8b2a3ee0176cc6d91"
 
 /* The structured context of an entry; NULL members are left out. Field names
  * in the journal: SPOTD_EVENT_ID, SPOTD_KIND, ... (design.md). */

@@ -49,7 +49,7 @@ struct status *status_free(struct status *s);
 /* Static facts, set once at start. Strings are copied. */
 void status_set_info(struct status *s, const char *node, const char *instance_id, bool dry_run,
                      usec_t poll_interval);
-/* "starting", "watching", "handling", "stopping" */
+/* "starting", "watching", "handling", "handled" (fenced, nothing pending), "stopping" */
 void status_set_state(struct status *s, const char *state);
 void status_set_imds_mode(struct status *s, const char *mode); /* "v2", "v1" */
 

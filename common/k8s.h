@@ -27,7 +27,10 @@ struct k8s_options {
  * environ) and the service-account folder sa_dir (NULL:
  * /var/run/secrets/kubernetes.io/serviceaccount). Fills url (bracketing IPv6
  * hosts), token and CA paths and the pod's namespace (empty if unreadable).
- * Returns 0, or -ENOENT when not running in a cluster. */
+ * Only the environment decides: the files are not checked (k8s_new does).
+ * Returns 0, or -ENOENT when not running in a cluster, -EINVAL for a
+ * malformed host or port, -ENOBUFS when a buffer is too small; the outputs
+ * are untouched on failure. */
 int k8s_in_cluster(char *const *envp, const char *sa_dir, char *url, size_t urllen, char *token_file,
                    size_t tflen, char *ca_file, size_t calen, char *ns, size_t nslen);
 
@@ -54,8 +57,9 @@ typedef void (*k8s_done_t)(void *userdata, const struct k8s_response *r);
 
 /* Queues a request. path starts with "/" and is used as given (the caller
  * escapes query values with k8s_escape()). body may be NULL; content_type is
- * required with a body. done is called exactly once from k8s_dispatch(),
- * unless the client is freed first. A 401 is retried once with a re-read
+ * required with a body. done is called exactly once from k8s_poll(),
+ * unless the client is freed first. done may queue requests (or run one with
+ * k8s_request_sync) but must not free the client. A 401 is retried once with a re-read
  * token before done sees it. Returns 0, -EINVAL, -ENOMEM. */
 int k8s_request(struct k8s *k, const char *method, const char *path, const char *content_type,
                 const char *body, k8s_done_t done, void *userdata);
@@ -72,7 +76,12 @@ unsigned k8s_pending(const struct k8s *k);
 unsigned long k8s_connections(const struct k8s *k);
 
 /* Runs one request to completion (for `spotd check` and tests): copies the
- * response into *ret, the body malloc'ed in *ret_body (may be NULL). */
+ * response into *ret, the body malloc'ed in *ret_body (may be NULL; then
+ * ret->body is NULL, else it points to *ret_body). Other requests' callbacks
+ * run meanwhile. Returns 0 when the request ran, whatever its outcome (a
+ * transport failure is in ret->err); -EINVAL / -ENOMEM when it could not be
+ * queued; -ETIMEDOUT when it did not finish in twice its timeout (it is
+ * cancelled). Outputs untouched on failure. */
 int k8s_request_sync(struct k8s *k, const char *method, const char *path, const char *content_type,
                      const char *body, struct k8s_response *ret, char **ret_body);
 

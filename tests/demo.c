@@ -5,6 +5,7 @@
 
 #include "helpers.h"
 #include "imds_sim.h"
+#include "k8s_sim.h"
 
 static usec_t T0;
 
@@ -60,33 +61,77 @@ static bool expect(struct proc *p, size_t *shown, const char *needle, int ms) {
         return ok;
 }
 
+static void show_node(struct k8s_sim *kube) {
+        char *s = k8s_sim_node_json(kube, "ip-10-0-1-23.ec2.internal");
+        cJSON *n = cJSON_Parse(s), *t, *a;
+        cJSON *spec = cJSON_GetObjectItem(n, "spec");
+        say("node", "spec.unschedulable: %s", cJSON_IsTrue(cJSON_GetObjectItem(spec, "unschedulable")) ? "true" : "false");
+        cJSON_ArrayForEach(t, cJSON_GetObjectItem(spec, "taints"))
+                say("node", "taint %s=%s:%s", cJSON_GetStringValue(cJSON_GetObjectItem(t, "key")),
+                    cJSON_GetStringValue(cJSON_GetObjectItem(t, "value")), cJSON_GetStringValue(cJSON_GetObjectItem(t, "effect")));
+        cJSON_ArrayForEach(a, cJSON_GetObjectItem(cJSON_GetObjectItem(n, "metadata"), "annotations"))
+                say("node", "annotation %s: %s", a->string, cJSON_GetStringValue(a));
+        cJSON_Delete(n);
+        free(s);
+}
+
+static const char *const pods[][4] = {
+        /* namespace, name, labels, owner */
+        { "flink", "orders-taskmanager-1-1", "component=taskmanager,type=flink-native-kubernetes,app=orders", "Deployment" },
+        { "flink", "orders-taskmanager-1-2", "component=taskmanager,type=flink-native-kubernetes,app=orders", "Deployment" },
+        { "flink", "orders-taskmanager-1-3", "component=taskmanager,type=flink-native-kubernetes,app=orders", "Deployment" },
+        { "analytics", "clicks-taskmanager-0", "component=taskmanager,type=flink-standalone-kubernetes,app=clicks", "Deployment" },
+        { "analytics", "clicks-taskmanager-1", "component=taskmanager,type=flink-standalone-kubernetes,app=clicks", "Deployment" },
+        { "analytics", "clicks-taskmanager-2", "component=taskmanager,type=flink-standalone-kubernetes,app=clicks", "Deployment" },
+        { "flink", "orders-jobmanager-7d9f", "component=jobmanager,type=flink-native-kubernetes,app=orders", "ReplicaSet" },
+        { "kube-system", "aws-node-x7k2p", "k8s-app=aws-node", "DaemonSet" },
+        { "kube-system", "spotd-q8w4n", "app.kubernetes.io/name=spotd", "DaemonSet" },
+        { "web", "frontend-5c8d-x2", "app=frontend", "ReplicaSet" },
+        { "web", "checkout-77f-k1", "app=checkout", "ReplicaSet" },
+};
+
 int main(void) {
         struct imds_sim *sim;
+        struct k8s_sim *kube;
         struct proc p;
-        char url[64], ep[128], *body = NULL;
+        char url[64], ep[128], api[128], ca[1100], tok[1100], *body = NULL;
         size_t shown = 0;
         int ok = 1;
 
         setvbuf(stdout, NULL, _IOLBF, 0);
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        printf("spotd demo: the real spotd binary against the bundled EC2 metadata simulator (loopback only)\n\n");
+        printf("spotd demo: the real spotd binary against the bundled EC2 metadata and Kubernetes API simulators\n"
+               "(loopback only)\n\n");
         T0 = now_realtime();
-        if (imds_sim_start(&(struct imds_sim_options) { .require_v2 = true }, &sim) < 0) {
-                fprintf(stderr, "cannot start the simulator\n");
+        if (imds_sim_start(&(struct imds_sim_options) { .require_v2 = true }, &sim) < 0 ||
+            k8s_sim_start(&(struct k8s_sim_options) { .grace_ms_per_s = 50 }, &kube) < 0) {
+                fprintf(stderr, "cannot start the simulators\n");
                 return 1;
         }
         imds_sim_url(sim, url, sizeof url);
-        say("simulator", "metadata service listening on %s (IMDSv2 required, nothing pending)", url);
-
-        /* Defaults everywhere but where the demo must differ: the endpoint,
-         * a node name, a free HTTP port, JSON lines to read back. */
         snprintf(ep, sizeof ep, "--imds-endpoint=%s", url);
-        if (proc_spawn(&p, (char *[]) { "spotd", "run", ep, "--node-name=ip-10-0-1-23.ec2.internal",
+        say("simulator", "metadata service on %s (IMDSv2 required, nothing pending)", url);
+        k8s_sim_url(kube, url, sizeof url);
+        snprintf(api, sizeof api, "--kube-api=%s", url);
+        snprintf(ca, sizeof ca, "--kube-ca-file=%s", k8s_sim_ca_file(kube));
+        snprintf(tok, sizeof tok, "--kube-token-file=%s", k8s_sim_token_file(kube));
+        k8s_sim_add_node(kube, "ip-10-0-1-23.ec2.internal", "eks.amazonaws.com/capacityType=SPOT");
+        for (size_t i = 0; i < ELEMENTSOF(pods); i++)
+                k8s_sim_add_pod(kube, pods[i][0], pods[i][1], "ip-10-0-1-23.ec2.internal", pods[i][2],
+                                30, pods[i][3]);
+        k8s_sim_add_pdb(kube, "web", "checkout", "app=checkout", 0);
+        say("simulator", "Kubernetes API on %s (TLS, bearer token): node ip-10-0-1-23.ec2.internal with %zu pods: "
+                         "6 TaskManagers of 2 Flink clusters, a JobManager, 2 DaemonSet pods, 2 web pods (one PDB-guarded)",
+            url, ELEMENTSOF(pods));
+
+        /* Defaults everywhere but where the demo must differ: the endpoints,
+         * a node name, a free HTTP port, JSON lines to read back. */
+        if (proc_spawn(&p, (char *[]) { "spotd", "run", ep, api, ca, tok, "--node-name=ip-10-0-1-23.ec2.internal",
                                         "--health-addr=127.0.0.1:0", "--log-target=stderr", "--log-format=json",
                                         NULL }, NULL) < 0)
                 return 1;
-        say("demo", "started: spotd run %s --node-name=ip-10-0-1-23.ec2.internal --health-addr=127.0.0.1:0 "
-                    "--log-format=json (poll interval: default 1 s)", ep);
+        say("demo", "started spotd run with --imds-endpoint, --kube-api, --kube-ca-file, --kube-token-file, "
+                    "--node-name, --health-addr=127.0.0.1:0 --log-format=json; everything else on its defaults");
         unsigned port = proc_health_port(&p);
         ok &= expect(&p, &shown, "Using IMDSv2", 5000);
         sleep(2);
@@ -100,8 +145,9 @@ int main(void) {
         imds_sim_set_spot(sim, "terminate", deadline, 0);
         say("simulator", "SPOT INTERRUPTION NOTICE posted: {\"action\": \"terminate\", \"time\": \"%s\"}", when);
         ok &= expect(&p, &shown, "Spot interruption notice", 3000);
-        say("demo", "detected %.0f ms after the notice appeared", (double) (now_realtime() - T0) / 1000.0);
-        ok &= expect(&p, &shown, "plan: cordon", 1000);
+        ok &= expect(&p, &shown, "cordoned and tainted", 3000);
+        ok &= expect(&p, &shown, "TaskManager pods gone", 15000);
+        printf("\n");
 
         if (http_get_port(port, "/status", &body) == 200) {
                 cJSON *j = cJSON_Parse(body);
@@ -121,8 +167,8 @@ int main(void) {
                 const char *want[] = { "spotd_notices_total{kind=\"spot-interruption\"}",
                                        "spotd_imds_requests_total{source=\"spot\",result=\"ok\"}",
                                        "spotd_imds_requests_total{source=\"spot\",result=\"not_found\"}",
-                                       "spotd_last_poll_timestamp_seconds", "process_resident_memory_bytes" };
-                for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+                                       "process_resident_memory_bytes" };
+                for (size_t i = 0; i < ELEMENTSOF(want); i++) {
                         char needle[128];
                         snprintf(needle, sizeof needle, "\n%s", want[i]); /* a sample, not its # HELP */
                         const char *m = strstr(body, needle);
@@ -137,10 +183,16 @@ int main(void) {
         say("GET", "/healthz -> %ld, /readyz -> %ld", h, r);
         ok &= h == 200 && r == 200;
 
-        sleep(2);
-        imds_sim_set_spot(sim, NULL, 0, 0);
-        say("simulator", "notice withdrawn (the instance was not reclaimed after all)");
-        ok &= expect(&p, &shown, "is no longer served", 3000);
+        printf("\n");
+        show_node(kube);
+        for (size_t i = 0; i < ELEMENTSOF(pods); i++) {
+                static const char *const states[] = { "running", "terminating", "gone" };
+                int st = k8s_sim_pod_state(kube, pods[i][0], pods[i][1]);
+                bool tm = i < 6;
+                say("pods", "%-11s %-24s %-11s (%s)", pods[i][0], pods[i][1], st >= 0 && st <= 2 ? states[st] : "?",
+                    tm ? "TaskManager: evicted" : "not a TaskManager: untouched");
+                ok &= tm ? st == 2 : (st == 0 && k8s_sim_eviction_attempts(kube, pods[i][0], pods[i][1]) == 0);
+        }
 
         int st = proc_stop(&p, SIGTERM, 5000);
         shown = echo_lines(&p, shown);
@@ -150,6 +202,7 @@ int main(void) {
                             : "demo FAILED: a step above is missing");
         proc_free(&p);
         imds_sim_stop(sim);
+        k8s_sim_stop(kube);
         curl_global_cleanup();
         return ok ? 0 : 1;
 }

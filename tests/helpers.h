@@ -176,3 +176,13 @@ static inline long http_get_port(unsigned port, const char *path, char **ret_bod
         snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
         return http_request("GET", url, ret_body);
 }
+
+/* Waits up to ms for an expression to hold (for effects that trail a log
+ * line, such as a best-effort Kubernetes Event). */
+#define eventually(expr, ms) ({                                                 \
+        usec_t _end = now_monotonic() + (usec_t) (ms) * USEC_PER_MSEC;          \
+        bool _ok;                                                               \
+        while (!(_ok = (expr)) && now_monotonic() < _end)                       \
+                usleep(10 * 1000);                                              \
+        _ok;                                                                    \
+})

@@ -81,7 +81,8 @@ Test(journal, structured_fields_reach_journald, .timeout = 60) {
                 cJSON_ArrayForEach(e, entries) {
                         if (streq_ptr(field(e, "MESSAGE_ID"), "e4c9da6bf184496cb8c964249990883f"))
                                 notice = e;
-                        if (streq_ptr(field(e, "MESSAGE_ID"), "5647fa6b18df4ca69477b56a4a0d50b6"))
+                        if (streq_ptr(field(e, "MESSAGE_ID"), "5647fa6b18df4ca69477b56a4a0d50b6") &&
+                            strstr(field(e, "MESSAGE"), "dry run: would cordon node node-j"))
                                 plan = e;
                 }
         }

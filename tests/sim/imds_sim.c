@@ -516,6 +516,7 @@ int imds_sim_start_port(const struct imds_sim_options *o, uint16_t port, struct 
                 .sin_port = htons(port),
                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
         };
+        errno = 0; /* MHD leaves errno set on some failures only */
         s->daemon = MHD_start_daemon(
                 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO,
                 0, NULL, NULL, handle, s,

@@ -40,12 +40,14 @@ void k8s_sim_add_pdb(struct k8s_sim *s, const char *ns, const char *name, const 
 char *k8s_sim_node_json(struct k8s_sim *s, const char *name);
 /* Sets spec.unschedulable as another writer would (bumps resourceVersion). */
 void k8s_sim_set_unschedulable(struct k8s_sim *s, const char *node, bool v);
-/* Pod lifecycle: 0 running, 1 terminating, 2 gone (deleted). */
+/* Pod lifecycle: 0 running, 1 terminating, 2 gone (deleted); -1 if never
+ * added. Adding a pod again replaces it (new uid) and keeps its counters. */
 int k8s_sim_pod_state(struct k8s_sim *s, const char *ns, const char *name);
 unsigned k8s_sim_evictions(struct k8s_sim *s, const char *ns, const char *name);   /* accepted (201) */
+/* Every authenticated eviction POST for an added pod, whatever the answer. */
 unsigned k8s_sim_eviction_attempts(struct k8s_sim *s, const char *ns, const char *name);
 unsigned k8s_sim_deletes(struct k8s_sim *s, const char *ns, const char *name);
-/* Events posted, and how many have reason. */
+/* Events posted (201), and how many have reason; over the last 10000 kept. */
 unsigned k8s_sim_events(struct k8s_sim *s, const char *reason /* NULL: all */);
 
 /* Faults. The next count requests (whose path starts with prefix; NULL:
@@ -53,6 +55,8 @@ unsigned k8s_sim_events(struct k8s_sim *s, const char *reason /* NULL: all */);
  * special values below, are delayed / dropped. */
 #define K8S_SIM_DROP  1   /* close the connection without an answer */
 #define K8S_SIM_SLOW  2   /* answer after arg ms */
+/* A new fault on the same prefix replaces the old one; count 0 removes it.
+ * Faults come before authentication, as a failing server's answers would. */
 void k8s_sim_fault(struct k8s_sim *s, const char *prefix, int status, unsigned arg, unsigned count);
 /* The next count writes (PATCH) to node answer 409 as if another writer won. */
 void k8s_sim_conflict(struct k8s_sim *s, const char *node, unsigned count);
