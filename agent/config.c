@@ -30,6 +30,7 @@ static const char *const imds_modes[] = { "auto", "v2", "v1", NULL };
 static const char *const actions[] = { "ignore", "cordon", "handle", NULL };
 static const char *const targets[] = { "auto", "journal", "stderr", NULL };
 static const char *const formats[] = { "text", "json", NULL };
+static const char *const restores[] = { "after-rescale", "never", NULL };
 
 #define OFF(m) offsetof(struct config, m), sizeof(((struct config *) 0)->m)
 #define S 1000000ULL
@@ -66,6 +67,12 @@ static const struct option_def options[] = {
         { "eviction-margin", T_DURATION, OFF(eviction_margin), "15s", 0, 600 * S, NULL, "evictions must be accepted this long before the deadline" },
         { "force-delete", T_BOOL, OFF(force_delete), "false", 0, 0, NULL, "delete a TaskManager pod whose eviction is still blocked at the margin" },
         { "event-namespace", T_DNS_LABEL, OFF(event_namespace), "default", 0, 0, NULL, "namespace of the Kubernetes Events about the node" },
+        { "flink-rest-template", T_STRING, OFF(flink_rest_template), "http://{app}-rest.{namespace}:8081", 0, 0, NULL, "JobManager REST URL from a TaskManager's app label and namespace (pod annotation spotd.io/flink-rest-url overrides)" },
+        { "flink-timeout", T_DURATION, OFF(flink_timeout), "3s", 100000, 60 * S, NULL, "timeout of one JobManager request" },
+        { "checkpoint-fresh", T_DURATION, OFF(checkpoint_fresh), "30s", 0, 3600 * S, NULL, "skip the checkpoint when one completed this recently" },
+        { "checkpoint-timeout", T_DURATION, OFF(checkpoint_timeout), "30s", 0, 600 * S, NULL, "longest wait for the checkpoint before evicting (also bounded by the deadline)" },
+        { "verify-timeout", T_DURATION, OFF(verify_timeout), "60s", S, 1800 * S, NULL, "longest wait for the job to run at the lower parallelism" },
+        { "restore", T_ENUM, OFF(restore), "after-rescale", 0, 0, restores, "after-rescale (raise the bounds back) or never" },
 };
 
 static void env_name(const struct option_def *o, char *buf, size_t len) {
@@ -449,6 +456,11 @@ int config_parse(struct config *c, int argc, char *const *argv, char *const *env
         if (c->kube_api[0] && strncmp(c->kube_api, "https://", 8) != 0) {
                 fprintf(err, "spotd: invalid value \"%.64s\" for --kube-api: expected an https:// URL (TLS is always verified)\n",
                         c->kube_api);
+                return -EINVAL;
+        }
+        if (strncmp(c->flink_rest_template, "http://", 7) != 0 && strncmp(c->flink_rest_template, "https://", 8) != 0) {
+                fprintf(err, "spotd: invalid value \"%.64s\" for --flink-rest-template: expected an http:// or https:// URL "
+                             "with {app} and {namespace}\n", c->flink_rest_template);
                 return -EINVAL;
         }
         if (!c->kube_client_cert[0] != !c->kube_client_key[0]) {

@@ -42,6 +42,13 @@ struct config {
         usec_t eviction_margin;
         bool force_delete;
         char event_namespace[64];
+        /* Flink */
+        char flink_rest_template[256];
+        usec_t flink_timeout;
+        usec_t checkpoint_fresh;
+        usec_t checkpoint_timeout;
+        usec_t verify_timeout;
+        enum { RESTORE_AFTER_RESCALE, RESTORE_NEVER } restore;
 };
 
 /* Parses argv (argv[0] is the subcommand or program name and is skipped),

@@ -10,6 +10,7 @@
 #include "http.h"
 #include "log.h"
 #include "macro.h"
+#include "rescale.h"
 
 #define MAX_PODS 256
 #define FENCE_ATTEMPTS 20         /* 409s in a row before we evict unfenced */
@@ -40,6 +41,7 @@ struct pod {
         bool checking;       /* a gone check is in flight */
         bool final_block;    /* not retryable (several PDBs): force delete or give up at the margin */
         bool warned;         /* the current failure streak was logged */
+        int cluster;         /* its Flink cluster in the rescale, or -1 */
         unsigned attempts;
         usec_t due;          /* monotonic: next eviction attempt or gone check */
 };
@@ -76,6 +78,7 @@ struct handler {
         struct pod pods[MAX_PODS];
         size_t npods;
         struct timeline tl;
+        struct rescale *rs;   /* the Flink side of this event */
 
         /* Queued work while requests of the previous one are in flight. */
         bool queued;
@@ -365,6 +368,8 @@ static void fence_read(struct handler *h, struct pod *p, const struct k8s_respon
                 fence_written(h, NULL, &bad);
                 return;
         }
+        if (h->rs)
+                rescale_set_node(h->rs, node); /* originals of an earlier run */
         const char *prev_phase = ann_get(node, ANN_PHASE), *prev_event = ann_get(node, ANN_EVENT_ID);
         if (prev_event && strcmp(prev_event, h->ev.id) == 0 && prev_phase && strcmp(prev_phase, "done") == 0 &&
             h->action == ACTION_HANDLE) {
@@ -471,7 +476,7 @@ static void pods_listed(struct handler *h, struct pod *unused, const struct k8s_
                         break;
                 }
                 struct pod *p = &h->pods[h->npods];
-                *p = (struct pod) { .h = h, .grace = 30 };
+                *p = (struct pod) { .h = h, .grace = 30, .cluster = -1 };
                 if (copy_str(p->name, sizeof p->name, md, "name") < 0 || copy_str(p->ns, sizeof p->ns, md, "namespace") < 0 ||
                     copy_str(p->uid, sizeof p->uid, md, "uid") < 0) {
                         skipped++;
@@ -481,6 +486,8 @@ static void pods_listed(struct handler *h, struct pod *unused, const struct k8s_
                 const cJSON *g = cJSON_GetObjectItemCaseSensitive(spec, "terminationGracePeriodSeconds");
                 if (cJSON_IsNumber(g) && g->valuedouble >= 0 && g->valuedouble <= 86400)
                         p->grace = (unsigned) g->valuedouble;
+                if (h->rs)
+                        p->cluster = rescale_add_pod(h->rs, it);
                 if (cJSON_GetObjectItemCaseSensitive(md, "deletionTimestamp")) {
                         /* Already terminating (an earlier run evicted it): only wait. */
                         p->st = P_ACCEPTED;
@@ -491,6 +498,20 @@ static void pods_listed(struct handler *h, struct pod *unused, const struct k8s_
         }
         log_full(LOG_INFO, MSG_EVICTING, &c, "Found %zu TaskManager pods on node %s (%zu already terminating, %zu skipped)",
                  h->npods, h->cfg->node_name, terminating, skipped);
+        if (h->rs) {
+                /* The Flink steps get until the last moment the evictions can
+                 * still finish: the margin minus the longest grace period. */
+                unsigned max_grace = 0;
+                for (size_t i = 0; i < h->npods; i++)
+                        if (h->pods[i].grace > max_grace)
+                                max_grace = h->pods[i].grace;
+                usec_t now = now_monotonic(), by = now + h->cfg->checkpoint_timeout;
+                usec_t latest = h->margin_at > (usec_t) max_grace * USEC_PER_SEC ? h->margin_at - (usec_t) max_grace * USEC_PER_SEC : 0;
+                if (latest < by)
+                        by = latest > now ? latest : now;
+                rescale_set_evict_by(h->rs, by);
+                rescale_start(h->rs);
+        }
         h->phase = PH_EVICT;
         h->attempts = 0;
         if (h->npods - terminating > 0) {
@@ -542,6 +563,8 @@ static void evicted(struct handler *h, struct pod *p, const struct k8s_response 
         if (!r->err && (r->status == 200 || r->status == 201)) {
                 p->st = P_ACCEPTED;
                 h->tl.last_accept = now_realtime();
+                if (h->rs)
+                        rescale_evicted(h->rs, p->cluster);
                 log_full(LOG_NOTICE, MSG_POD_EVICTED, &c, "Evicted pod %s/%s (grace %us, attempt %u)", p->ns, p->name,
                          p->grace, p->attempts);
                 k8s_event(h, p, "Normal", "SpotdEvicted", "Evicted by spotd before %s %s",
@@ -692,6 +715,14 @@ static void begin_list(struct handler *h) {
 static void done_written(struct handler *h, struct pod *unused, const struct k8s_response *r) {
         struct log_ctx c;
         size_t gone = 0, gave_up = 0, left = 0;
+        struct rescale_timeline rt = {};
+        char flink[1024] = "no Flink cluster";
+        if (h->rs) {
+                rescale_timeline(h->rs, &rt);
+                rescale_summary(h->rs, flink, sizeof flink);
+                if (!flink[0])
+                        snprintf(flink, sizeof flink, "no Flink cluster recognised");
+        }
         phase_written(h, NULL, r);
         for (size_t i = 0; i < h->npods; i++) {
                 if (h->pods[i].st == P_GONE)
@@ -707,10 +738,12 @@ static void done_written(struct handler *h, struct pod *unused, const struct k8s
 #define REL(t) ((t) ? (double) ((int64_t) (t) - (int64_t) h->tl.seen) / 1e6 : -1.0)
         log_full(gave_up || left ? LOG_WARNING : LOG_NOTICE, MSG_DONE, &c,
                  "Event %s handled: %zu TaskManager pods gone, %zu not evicted, %zu still terminating; timeline "
-                 "(s after notice): fenced %.3f, pods listed %.3f, first eviction sent %.3f, last accepted %.3f, "
-                 "pods gone %.3f, done %.3f",
-                 h->ev.id, gone, gave_up, left, REL(h->tl.fenced), REL(h->tl.list), REL(h->tl.first_evict),
-                 REL(h->tl.last_accept), REL(h->tl.gone), REL(h->tl.done));
+                 "(s after notice): fenced %.3f, pods listed %.3f, checkpoint done %.3f, first eviction sent %.3f, "
+                 "last accepted %.3f, bounds lowered %.3f, jobs running at the lower parallelism %.3f, pods gone %.3f, "
+                 "bounds restored %.3f, done %.3f; Flink: %s",
+                 h->ev.id, gone, gave_up, left, REL(h->tl.fenced), REL(h->tl.list), REL(rt.checkpoint_done),
+                 REL(h->tl.first_evict), REL(h->tl.last_accept), REL(rt.put_accepted), REL(rt.running_at_new),
+                 REL(h->tl.gone), REL(rt.restored), REL(h->tl.done), flink);
 #undef REL
         k8s_event(h, NULL, gave_up || left ? "Warning" : "Normal", "SpotdDone",
                   "%s %s handled: %zu TaskManager pods gone, %zu not evicted", event_kind_to_string(h->ev.kind), h->ev.id,
@@ -732,6 +765,8 @@ static void evict_tick(struct handler *h) {
                 switch (p->st) {
                 case P_PENDING:
                         busy = true;
+                        if (h->rs && !rescale_may_evict(h->rs, p->cluster))
+                                break; /* checkpoint first, within its budget */
                         if (p->final_block && now >= p->due)
                                 give_up(h, p, "refused and not retryable");
                         else if (!p->final_block && now >= p->due)
@@ -759,7 +794,9 @@ static void evict_tick(struct handler *h) {
                         break;
                 }
         }
-        if (!busy || now >= h->deadline_at)
+        if (h->rs)
+                rescale_tick(h->rs);
+        if ((!busy && (!h->rs || rescale_done(h->rs))) || now >= h->deadline_at)
                 finish(h);
 }
 
@@ -847,6 +884,7 @@ static void begin_event(struct handler *h, const struct event *e, enum event_act
         time_t wall = time(NULL);
 
         h->active = true;
+        h->rs = rescale_free(h->rs);
         h->ev = *e;
         h->action = action;
         h->attempts = 0;
@@ -867,6 +905,8 @@ static void begin_event(struct handler *h, const struct event *e, enum event_act
         }
         k8s_event(h, NULL, "Warning", "SpotdNotice", "%s %s (%s), deadline in %lds", event_kind_to_string(e->kind), e->id,
                   e->detail, (long) left);
+        if (h->k && action == ACTION_HANDLE && rescale_new(h->cfg, h->k, e->id, h->margin_at, &h->rs) < 0)
+                h->rs = NULL; /* out of memory: plain evictions */
         h->phase = PH_FENCE_READ;
         h->due = now;
         if (!h->k) {
@@ -931,6 +971,11 @@ usec_t handler_next_wakeup(const struct handler *h) {
                 next = h->due;
         else if (h->phase == PH_EVICT) {
                 next = h->deadline_at;
+                if (h->rs) {
+                        usec_t r = rescale_next_wakeup(h->rs);
+                        if (r < next)
+                                next = r;
+                }
                 for (size_t i = 0; i < h->npods; i++) {
                         const struct pod *p = &h->pods[i];
                         if ((p->st == P_PENDING || p->st == P_DELETE || (p->st == P_ACCEPTED && !p->checking)) && p->due < next)
@@ -1045,6 +1090,7 @@ int handler_new(const struct config *cfg, struct k8s *k, struct status *st, stru
 struct handler *handler_free(struct handler *h) {
         if (!h)
                 return NULL;
+        h->rs = rescale_free(h->rs);
         /* The client was freed first and dropped these without callbacks. */
         while (h->reqs) {
                 struct req *q = h->reqs;

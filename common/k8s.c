@@ -44,6 +44,8 @@ struct k8s_req {
         usec_t queued;      /* monotonic */
         usec_t token_at;    /* k->token_read_at when its header was built */
         bool retried;
+        bool plain;         /* another service (Flink): no token, system CAs */
+        usec_t timeout;
 };
 
 struct k8s {
@@ -348,7 +350,7 @@ static int headers_build(struct k8s *k, struct k8s_req *q, struct curl_slist **r
                         goto oom;
                 l = n;
         }
-        if (k->token) {
+        if (k->token && !q->plain) {
                 size_t sz = sizeof AUTH_PREFIX + k->token_len;
                 char *a = malloc(sz);
                 if (!a)
@@ -445,8 +447,10 @@ int k8s_new(const struct k8s_options *o, struct k8s **ret) {
          * HTTP/1.1 (the rest wait in curl's queue). */
         curl_multi_setopt(k->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
         curl_multi_setopt(k->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) k->max_connections);
-        curl_multi_setopt(k->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) k->max_connections);
-        curl_multi_setopt(k->multi, CURLMOPT_MAXCONNECTS, (long) k->max_connections);
+        /* Twice the per-host limit: plain requests to the JobManagers share
+         * the pool and must not starve the API server, nor it them. */
+        curl_multi_setopt(k->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 2L * k->max_connections);
+        curl_multi_setopt(k->multi, CURLMOPT_MAXCONNECTS, 2L * k->max_connections);
 
         *ret = TAKE_PTR(k);
         return 0;
@@ -550,7 +554,7 @@ static int easy_setup(struct k8s *k, struct k8s_req *q, const char *method, cons
                 return -EINVAL;
         curl_easy_setopt(h, CURLOPT_PRIVATE, q);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, q->plain ? "http,https" : "https");
         curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "https");
         curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
         curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
@@ -566,7 +570,7 @@ static int easy_setup(struct k8s *k, struct k8s_req *q, const char *method, cons
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
         curl_easy_setopt(h, CURLOPT_SSLVERSION, (long) CURL_SSLVERSION_TLSv1_2);
-        if (k->ca_file) {
+        if (k->ca_file && !q->plain) {
                 curl_easy_setopt(h, CURLOPT_CAINFO, k->ca_file);
                 /* Only the cluster CA: Debian's libcurl also searches
                  * /etc/ssl/certs by default, which would trust any public CA. */
@@ -574,11 +578,11 @@ static int easy_setup(struct k8s *k, struct k8s_req *q, const char *method, cons
         }
         /* The cluster CA rotates rarely; re-read it at least hourly. */
         curl_easy_setopt(h, CURLOPT_CA_CACHE_TIMEOUT, 3600L);
-        if (k->client_cert) {
+        if (k->client_cert && !q->plain) {
                 curl_easy_setopt(h, CURLOPT_SSLCERT, k->client_cert);
                 curl_easy_setopt(h, CURLOPT_SSLKEY, k->client_key);
         }
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, usec_to_ms(k->timeout));
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, usec_to_ms(q->timeout ? q->timeout : k->timeout));
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, usec_to_ms(k->connect_timeout));
         /* A kept-alive connection to an API server that went away (control
          * plane failover, NAT timeout) is noticed in about a minute instead of
@@ -606,20 +610,32 @@ static int easy_setup(struct k8s *k, struct k8s_req *q, const char *method, cons
         return 0;
 }
 
+static bool plain_url_valid(const char *u) {
+        size_t skip = strncasecmp(u, "http://", 7) == 0 ? 7 : strncasecmp(u, "https://", 8) == 0 ? 8 : 0;
+        if (!skip || strlen(u) >= URL_MAX + PATH_MAX_LEN || !u[skip] || u[skip] == '/')
+                return false;
+        for (const char *p = u; *p; p++)
+                if (!isgraph((unsigned char) *p) || *p == '#')
+                        return false;
+        return true;
+}
+
+/* path is relative to the API server, or, for plain requests, a whole URL. */
 static int req_queue(struct k8s *k, const char *method, const char *path, const char *content_type,
-                     const char *body, k8s_done_t done, void *userdata, struct k8s_req **ret) {
+                     const char *body, bool plain, usec_t timeout, k8s_done_t done, void *userdata,
+                     struct k8s_req **ret) {
         _cleanup_free_ char *url = NULL;
         struct k8s_req *q;
         CURLMcode mc;
         int r;
 
-        if (!k || !done || !method_valid(method) || !path_valid(path))
+        if (!k || !done || !method_valid(method) || !(plain ? plain_url_valid(path) : path_valid(path)))
                 return -EINVAL;
         if (body && !content_type)
                 return -EINVAL;
         if (content_type && !content_type_valid(content_type))
                 return -EINVAL;
-        if (asprintf(&url, "%s%s", k->api_url, path) < 0) {
+        if (asprintf(&url, "%s%s", plain ? "" : k->api_url, path) < 0) {
                 url = NULL;
                 return -ENOMEM;
         }
@@ -631,6 +647,8 @@ static int req_queue(struct k8s *k, const char *method, const char *path, const 
         if (!q)
                 return -ENOMEM;
         q->k = k;
+        q->plain = plain;
+        q->timeout = timeout;
         q->done = done;
         q->userdata = userdata;
         q->resp.limit = k->max_body;
@@ -669,7 +687,12 @@ fail:
 
 int k8s_request(struct k8s *k, const char *method, const char *path, const char *content_type,
                 const char *body, k8s_done_t done, void *userdata) {
-        return req_queue(k, method, path, content_type, body, done, userdata, NULL);
+        return req_queue(k, method, path, content_type, body, false, 0, done, userdata, NULL);
+}
+
+int k8s_request_url(struct k8s *k, const char *method, const char *url, const char *content_type,
+                    const char *body, usec_t timeout, k8s_done_t done, void *userdata) {
+        return req_queue(k, method, url, content_type, body, true, timeout, done, userdata, NULL);
 }
 
 /* After a 401: a fresh token (unless another answer already made us read
@@ -678,7 +701,7 @@ int k8s_request(struct k8s *k, const char *method, const char *path, const char 
 static bool retry_unauthorized(struct k8s *k, struct k8s_req *q) {
         struct curl_slist *h;
 
-        if (q->retried || !k->token_file)
+        if (q->retried || !k->token_file || q->plain)
                 return false;
         q->retried = true;
         if (k->token_read_at <= q->token_at)
@@ -785,7 +808,7 @@ int k8s_request_sync(struct k8s *k, const char *method, const char *path, const 
 
         if (!ret)
                 return -EINVAL;
-        r = req_queue(k, method, path, content_type, body, sync_done, &s, &q);
+        r = req_queue(k, method, path, content_type, body, false, 0, sync_done, &s, &q);
         if (r < 0)
                 return r;
         /* curl enforces the timeout per attempt; a 401 retry makes two, and

@@ -64,6 +64,13 @@ typedef void (*k8s_done_t)(void *userdata, const struct k8s_response *r);
 int k8s_request(struct k8s *k, const char *method, const char *path, const char *content_type,
                 const char *body, k8s_done_t done, void *userdata);
 
+/* A request to another HTTP service (the Flink JobManagers) through the same
+ * connection pool and loop: url is absolute (http:// or https://, verified
+ * with the system CAs), no Authorization header, no 401 retry, its own
+ * timeout (0: the client's). Otherwise as k8s_request(). */
+int k8s_request_url(struct k8s *k, const char *method, const char *url, const char *content_type,
+                    const char *body, usec_t timeout, k8s_done_t done, void *userdata);
+
 /* Waits for network activity on the API connections or on the extra fds (as
  * curl_multi_poll: extra[i].revents is set), at most timeout_ms, then runs
  * transfers and calls the callbacks of finished requests. Returns 0 or -EIO. */

@@ -864,8 +864,11 @@ static bool media_is(struct MHD_Connection *c, const char *want) {
         return n == strlen(want) && strncasecmp(v, want, n) == 0;
 }
 
+/* Strict: trailing bytes after the JSON value are an error, as for Go. The
+ * length includes the NUL the buffer always ends with, where cJSON's
+ * require_null_terminated check looks. */
 static cJSON *parse_body(const struct request *rq) {
-        return rq->len ? cJSON_ParseWithLength(rq->body, rq->len) : NULL;
+        return rq->len ? cJSON_ParseWithLengthOpts(rq->body, rq->len + 1, NULL, true) : NULL;
 }
 
 /* A list answer: items without kind and apiVersion, as the real server. */
@@ -963,10 +966,13 @@ static void node_patch(struct k8s_sim *s, struct MHD_Connection *c, struct node 
                 invalid(a, "Node", n->name, &e);
                 goto out;
         }
-        cJSON_Delete(n->obj);
-        n->obj = doc;
-        doc = NULL;
-        set_rv(s, n->obj);
+        /* A patch that changes nothing is no write: resourceVersion stays. */
+        if (!cJSON_Compare(doc, n->obj, true)) {
+                cJSON_Delete(n->obj);
+                n->obj = doc;
+                doc = NULL;
+                set_rv(s, n->obj);
+        }
         answer_json(a, 200, cJSON_Duplicate(n->obj, true));
 out:
         cJSON_Delete(patch);

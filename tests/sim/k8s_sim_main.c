@@ -103,10 +103,9 @@ int main(int argc, char **argv) {
         int c;
 
         /* The objects come after the start: collect the specs first. */
-        char **objs = calloc((size_t)argc, sizeof *objs);
-        int *kinds = calloc((size_t)argc, sizeof *kinds);
+        char *objs[argc];
+        int kinds[argc];
         size_t n_objs = 0;
-        if (!objs || !kinds) return 1;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
                 case OPT_DIR: o.dir = optarg; break;
@@ -172,8 +171,6 @@ int main(int argc, char **argv) {
                 }
         }
         if (!layout) demo_layout(s);
-        free(objs);
-        free(kinds);
 
         char url[64];
         k8s_sim_url(s, url, sizeof url);

@@ -1,0 +1,1048 @@
+#include "rescale.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flink.h"
+#include "http.h"
+#include "log.h"
+#include "macro.h"
+#include "plan.h"
+
+#define MAX_CLUSTERS 16
+#define MAX_PODS 128
+#define POLL_STEP (200 * USEC_PER_MSEC)
+#define VERIFY_STEP (500 * USEC_PER_MSEC)
+#define PUT_AFTER_EVICT (500 * USEC_PER_MSEC) /* 1.18-1.20: PUT within a second of the evictions */
+#define PUT_ATTEMPTS 5
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
+
+enum cstate { C_DISCOVER, C_JOBS, C_OTHERS, C_RECORD, C_PREPUT, C_CHECKPOINT, C_GATE, C_VERIFY, C_RESTORE, C_CLEAR, C_DONE };
+enum ckpt { CK_NONE, CK_FRESH, CK_RUNNING, CK_DONE, CK_FAILED };
+
+struct fjob {
+        struct flink_job *job;
+        struct flink_bounds cur[FLINK_MAX_VERTICES], orig[FLINK_MAX_VERTICES], set[FLINK_MAX_VERTICES];
+        size_t ncur, norig, nset;
+        int64_t last_ckpt_ms;
+        char trig[64];
+        enum ckpt ck;
+        bool put_ok, verified, restored;
+        unsigned put_attempts;
+};
+
+struct cluster {
+        struct rescale *r;
+        char ns[64], app[64], url[256], ann[80];
+        struct { char name[254], ip[48]; } pods[MAX_PODS];
+        size_t npods, evicted;
+        unsigned major, minor;
+        char scheduler[32];
+        struct flink_tm *tms;
+        size_t ntms;
+        struct flink_job_ref refs[FLINK_MAX_JOBS];
+        size_t nrefs;
+        struct fjob jobs[FLINK_MAX_JOBS];
+        size_t njobs;
+        unsigned slots_total, leaving;
+        bool discover_failed, restore_only, put_sent, gate_open, v2;
+        enum cstate st;
+        unsigned inflight;
+        usec_t due, first_evicted, verify_until, gate_at;
+        char why[400];       /* degraded: why */
+        bool degraded;
+        const cJSON *adopted; /* originals from an annotation (own or another fenced node) */
+        struct rescale_timeline tl;
+};
+
+struct rq {
+        struct rescale *r;
+        struct cluster *c;   /* NULL for a request of the whole event (the node list) */
+        struct fjob *j;
+        void (*fn)(struct cluster *c, struct fjob *j, const struct k8s_response *r);
+        void (*rfn)(struct rescale *r, const struct k8s_response *x); /* when c is NULL */
+        struct rq *prev, *next;
+};
+
+struct rescale {
+        const struct config *cfg;
+        struct k8s *k;
+        char event_id[EVENT_ID_MAX];
+        usec_t evict_by;
+        struct cluster *c[MAX_CLUSTERS];
+        size_t nc;
+        cJSON *own_node;      /* annotations of an earlier run */
+        cJSON *fenced_nodes;  /* NodeList of cordoned nodes */
+        bool nodes_listed, nodes_failed, started;
+        unsigned inflight;
+        struct rq *reqs;
+};
+
+/* ---- requests ---- */
+
+static void rq_done(void *ud, const struct k8s_response *resp) {
+        struct rq *q = ud;
+        struct cluster *c = q->c;
+        struct rescale *r = q->r;
+        r->inflight--;
+        if (c)
+                c->inflight--;
+        if (q->prev)
+                q->prev->next = q->next;
+        else
+                r->reqs = q->next;
+        if (q->next)
+                q->next->prev = q->prev;
+        if (q->rfn)
+                q->rfn(r, resp);
+        else
+                q->fn(c, q->j, resp);
+        free(q);
+}
+
+/* Flink (url absolute) or Kubernetes (path) request. */
+static void rq_send(struct rescale *r, struct cluster *c, struct fjob *j, bool flink, const char *method, const char *url,
+                 const char *body, const char *ctype, void (*fn)(struct cluster *, struct fjob *, const struct k8s_response *)) {
+        if (r->cfg->dry_run && strcmp(method, "GET") != 0) {
+                log_full(LOG_INFO, MSG_PLAN, &(struct log_ctx) { .event_id = r->event_id, .flink_cluster = c ? c->app : NULL,
+                                                                 .namespace_ = c ? c->ns : NULL },
+                         "dry run: would send %s %s %s", method, url, body ? body : "");
+                struct k8s_response ok = { .status = strcmp(method, "POST") == 0 ? 202 : 200, .body = "{}", .len = 2 };
+                fn(c, j, &ok);
+                return;
+        }
+        struct rq *q = calloc(1, sizeof *q);
+        int e = -ENOMEM;
+        if (q) {
+                *q = (struct rq) { .r = r, .c = c, .j = j, .fn = fn };
+                e = flink ? k8s_request_url(r->k, method, url, body ? ctype : NULL, body, r->cfg->flink_timeout, rq_done, q)
+                          : k8s_request(r->k, method, url, body ? ctype : NULL, body, rq_done, q);
+        }
+        if (e < 0) {
+                free(q);
+                struct k8s_response fail = { .err = e };
+                fn(c, j, &fail);
+                return;
+        }
+        q->next = r->reqs;
+        if (r->reqs)
+                r->reqs->prev = q;
+        r->reqs = q;
+        r->inflight++;
+        if (c)
+                c->inflight++;
+}
+
+static void fget(struct cluster *c, struct fjob *j, const char *path, void (*fn)(struct cluster *, struct fjob *, const struct k8s_response *)) {
+        char url[600];
+        snprintf(url, sizeof url, "%s%s", c->url, path);
+        rq_send(c->r, c, j, true, "GET", url, NULL, NULL, fn);
+}
+
+static bool ok(const struct k8s_response *x) { return !x->err && x->status >= 200 && x->status < 300; }
+
+static void why_of(const struct k8s_response *x, char *buf, size_t len) {
+        char e[200] = "";
+        if (x->err) {
+                snprintf(buf, len, "%s", http_strerror(x->err));
+                return;
+        }
+        flink_parse_errors(x->body, x->len, e, sizeof e);
+        snprintf(buf, len, "HTTP %ld%s%s", x->status, e[0] ? ": " : "", e);
+}
+
+static void lctx(const struct cluster *c, const struct fjob *j, struct log_ctx *x) {
+        *x = (struct log_ctx) { .event_id = c->r->event_id, .namespace_ = c->ns, .flink_cluster = c->app,
+                                .job_id = j ? j->job->jid : NULL, .phase = "rescaling" };
+}
+
+/* Gives up on in-place rescaling for this cluster: its pods are evicted
+ * plainly and Flink's own failover takes over. Logged once. */
+static void degrade(struct cluster *c, const char *fmt, ...) _printf_(2, 3);
+static void degrade(struct cluster *c, const char *fmt, ...) {
+        struct log_ctx x;
+        va_list ap;
+        if (c->degraded)
+                return;
+        char tmp[sizeof c->why];
+        va_start(ap, fmt);
+        vsnprintf(tmp, sizeof tmp, fmt, ap); /* fmt's arguments may point into c->why */
+        va_end(ap);
+        memcpy(c->why, tmp, sizeof tmp);
+        c->degraded = true;
+        c->gate_open = true;
+        lctx(c, NULL, &x);
+        log_full(LOG_WARNING, MSG_RESCALE, &x, "Flink cluster %s/%s: %s; evicting its TaskManagers without rescaling",
+                 c->ns, c->app, c->why);
+        c->st = C_DONE;
+}
+
+/* ---- discovery ---- */
+
+static void got_overview(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        struct flink_overview o;
+        char w[256];
+        if (!ok(x) || flink_parse_overview(x->body, x->len, &o) < 0 || flink_version_parse(o.version, &c->major, &c->minor) < 0) {
+                why_of(x, w, sizeof w);
+                snprintf(c->why, sizeof c->why, "JobManager %.120s unreachable or answered badly (%.150s)", c->url,
+                         ok(x) ? "unparsable /overview" : w);
+                c->discover_failed = true;
+                return;
+        }
+        c->slots_total = o.slots_total;
+}
+
+static void got_config(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        if (!ok(x) || flink_parse_scheduler(x->body, x->len, c->scheduler, sizeof c->scheduler) < 0) {
+                if (!c->discover_failed)
+                        snprintf(c->why, sizeof c->why, "cannot read jobmanager/config");
+                c->discover_failed = true;
+        }
+}
+
+static void got_tms(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        free(c->tms);
+        c->tms = calloc(FLINK_MAX_TMS, sizeof *c->tms);
+        if (!c->tms || !ok(x) || flink_parse_taskmanagers(x->body, x->len, c->tms, FLINK_MAX_TMS, &c->ntms) < 0) {
+                if (!c->discover_failed)
+                        snprintf(c->why, sizeof c->why, "cannot read the TaskManagers");
+                c->discover_failed = true;
+        }
+}
+
+static void got_jobs(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        if (!ok(x) || flink_parse_jobs_overview(x->body, x->len, c->refs, FLINK_MAX_JOBS, &c->nrefs) < 0) {
+                if (!c->discover_failed)
+                        snprintf(c->why, sizeof c->why, "cannot read the jobs");
+                c->discover_failed = true;
+        }
+}
+
+static void got_job(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        if (!ok(x) || flink_parse_job(x->body, x->len, j->job) < 0)
+                c->discover_failed = true, snprintf(c->why, sizeof c->why, "cannot read job details");
+}
+
+static void got_requirements(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        if (!ok(x) || flink_parse_requirements(x->body, x->len, j->cur, FLINK_MAX_VERTICES, &j->ncur) < 0)
+                c->discover_failed = true, snprintf(c->why, sizeof c->why, "cannot read resource requirements");
+}
+
+static void got_checkpoints(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        /* Not knowing the last checkpoint only means taking a new one. */
+        if (!ok(x) || flink_parse_checkpoints(x->body, x->len, &j->last_ckpt_ms) < 0)
+                j->last_ckpt_ms = 0;
+}
+
+static void discover(struct cluster *c) {
+        c->st = C_DISCOVER;
+        fget(c, NULL, "/overview", got_overview);
+        fget(c, NULL, "/jobmanager/config", got_config);
+        fget(c, NULL, "/taskmanagers", got_tms);
+        fget(c, NULL, "/jobs/overview", got_jobs);
+}
+
+static void read_jobs(struct cluster *c) {
+        char path[200];
+        c->st = C_JOBS;
+        c->njobs = 0;
+        for (size_t i = 0; i < c->nrefs; i++) {
+                if (strcmp(c->refs[i].state, "RUNNING") != 0)
+                        continue;
+                struct fjob *j = &c->jobs[c->njobs++];
+                j->job = calloc(1, sizeof *j->job);
+                if (!j->job) {
+                        c->discover_failed = true;
+                        return;
+                }
+                snprintf(j->job->jid, sizeof j->job->jid, "%s", c->refs[i].jid);
+                snprintf(path, sizeof path, "/jobs/%s", j->job->jid);
+                fget(c, j, path, got_job);
+                snprintf(path, sizeof path, "/jobs/%s/resource-requirements", j->job->jid);
+                fget(c, j, path, got_requirements);
+                snprintf(path, sizeof path, "/jobs/%s/checkpoints", j->job->jid);
+                fget(c, j, path, got_checkpoints);
+        }
+}
+
+/* ---- TaskManagers leaving: this node's and those of other fenced nodes ---- */
+
+static bool node_fenced(const struct rescale *r, const char *node) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(r->fenced_nodes, "items")) {
+                const cJSON *md = cJSON_GetObjectItemCaseSensitive(it, "metadata");
+                const char *n = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "name"));
+                const cJSON *ann = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+                if (n && strcmp(n, node) == 0 && cJSON_GetObjectItemCaseSensitive(ann, "spotd.io/event-id"))
+                        return true;
+        }
+        return false;
+}
+
+static bool tm_leaving(const struct cluster *c, const struct flink_tm *t) {
+        for (size_t i = 0; i < c->npods; i++)
+                if (strcmp(t->id, c->pods[i].name) == 0 || (t->ip[0] && strcmp(t->ip, c->pods[i].ip) == 0))
+                        return true;
+        return false;
+}
+
+static void plan_and_record(struct cluster *c);
+
+static void got_cluster_pods(struct cluster *c, struct fjob *unused, const struct k8s_response *x) {
+        _cleanup_(cJSON_Deletep) cJSON *list = ok(x) ? cJSON_ParseWithLength(x->body, x->len) : NULL;
+        const cJSON *it;
+        /* Pods of this cluster on other nodes spotd fenced leave as well. */
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(list, "items")) {
+                const cJSON *md = cJSON_GetObjectItemCaseSensitive(it, "metadata");
+                const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "name"));
+                const char *node = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "spec"), "nodeName"));
+                const char *ip = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "status"), "podIP"));
+                if (!name || !node || strcmp(node, c->r->cfg->node_name) == 0 || !node_fenced(c->r, node) || c->npods >= MAX_PODS)
+                        continue;
+                snprintf(c->pods[c->npods].name, sizeof c->pods[0].name, "%s", name);
+                snprintf(c->pods[c->npods].ip, sizeof c->pods[0].ip, "%s", ip ? ip : "");
+                c->npods++;
+        }
+        plan_and_record(c);
+}
+
+/* ---- originals ---- */
+
+/* The originals recorded for a job in an annotation value, if any. */
+static const cJSON *adopted_job(const struct cluster *c, const char *jid) {
+        return cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->adopted, "jobs"), jid);
+}
+
+static void find_adopted(struct cluster *c) {
+        /* Our own node first (a restarted agent), then other fenced nodes:
+         * the first agent to lower a job recorded what it really was. */
+        const cJSON *nodes[1 + 64];
+        size_t n = 0;
+        if (c->r->own_node)
+                nodes[n++] = c->r->own_node;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(c->r->fenced_nodes, "items"))
+                if (n < ELEMENTSOF(nodes))
+                        nodes[n++] = it;
+        for (size_t i = 0; i < n && !c->adopted; i++) {
+                const cJSON *ann = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(nodes[i], "metadata"), "annotations");
+                const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ann, c->ann));
+                if (v)
+                        c->adopted = cJSON_Parse(v); /* owned: freed with the cluster */
+        }
+}
+
+static void recorded(struct cluster *c, struct fjob *unused, const struct k8s_response *x);
+
+static void plan_and_record(struct cluster *c) {
+        struct plan_job pj[FLINK_MAX_JOBS];
+        struct log_ctx lc;
+        char w[256];
+
+        c->leaving = 0;
+        for (size_t i = 0; i < c->ntms; i++)
+                if (tm_leaving(c, &c->tms[i]))
+                        c->leaving += c->tms[i].slots;
+        for (size_t i = 0; i < c->njobs; i++)
+                pj[i] = (struct plan_job) { .job = c->jobs[i].job, .cur = c->jobs[i].cur, .ncur = c->jobs[i].ncur };
+        if (plan_compute(pj, c->njobs, c->slots_total, c->leaving) < 0) {
+                degrade(c, "resource requirements do not cover the job's vertices");
+                return;
+        }
+        find_adopted(c);
+        _cleanup_(cJSON_Deletep) cJSON *rec = cJSON_CreateObject();
+        cJSON_AddStringToObject(rec, "url", c->url);
+        cJSON *jobs = cJSON_AddObjectToObject(rec, "jobs");
+        bool any = false;
+        for (size_t i = 0; i < c->njobs; i++) {
+                struct fjob *j = &c->jobs[i];
+                const cJSON *aj = adopted_job(c, j->job->jid);
+                cJSON *o = cJSON_AddObjectToObject(jobs, j->job->jid);
+                j->nset = pj[i].nout;
+                memcpy(j->set, pj[i].out, j->nset * sizeof *j->set);
+                j->norig = j->ncur;
+                for (size_t k = 0; k < j->ncur; k++) {
+                        j->orig[k] = j->cur[k];
+                        const cJSON *a = cJSON_GetObjectItemCaseSensitive(aj, j->cur[k].vid);
+                        if (cJSON_GetArraySize(a) >= 2) {
+                                j->orig[k].lower = (unsigned) cJSON_GetArrayItem(a, 0)->valuedouble;
+                                j->orig[k].upper = (unsigned) cJSON_GetArrayItem(a, 1)->valuedouble;
+                        }
+                        /* Never raise during a downscale: another agent may have gone lower. */
+                        for (size_t m = 0; m < j->nset; m++)
+                                if (strcmp(j->set[m].vid, j->cur[k].vid) == 0 && j->set[m].upper > j->cur[k].upper)
+                                        j->set[m] = j->cur[k];
+                        unsigned set_upper = j->orig[k].upper;
+                        for (size_t m = 0; m < j->nset; m++)
+                                if (strcmp(j->set[m].vid, j->cur[k].vid) == 0)
+                                        set_upper = j->set[m].upper;
+                        cJSON *arr = cJSON_CreateArray();
+                        cJSON_AddItemToArray(arr, cJSON_CreateNumber(j->orig[k].lower));
+                        cJSON_AddItemToArray(arr, cJSON_CreateNumber(j->orig[k].upper));
+                        cJSON_AddItemToArray(arr, cJSON_CreateNumber(set_upper));
+                        cJSON_AddItemToObject(o, j->cur[k].vid, arr);
+                }
+                any |= pj[i].change;
+        }
+        lctx(c, NULL, &lc);
+        snprintf(w, sizeof w, "%u of %u slots leave", c->leaving, c->slots_total);
+        if (!any) {
+                log_full(LOG_INFO, MSG_RESCALE, &lc, "Flink cluster %s/%s (Flink %u.%u): %s; the jobs fit in what remains, no rescale",
+                         c->ns, c->app, c->major, c->minor, w);
+                c->gate_open = true;
+                c->st = C_DONE;
+                return;
+        }
+        log_full(LOG_INFO, MSG_RESCALE, &lc, "Flink cluster %s/%s (Flink %u.%u): %s; lowering the bounds of %zu jobs",
+                 c->ns, c->app, c->major, c->minor, w, c->njobs);
+        _cleanup_free_ char *val = cJSON_PrintUnformatted(rec);
+        _cleanup_(cJSON_Deletep) cJSON *patch = cJSON_CreateObject();
+        cJSON *ann = cJSON_AddObjectToObject(cJSON_AddObjectToObject(patch, "metadata"), "annotations");
+        cJSON_AddStringToObject(ann, c->ann, val ? val : "");
+        _cleanup_free_ char *body = cJSON_PrintUnformatted(patch);
+        char path[320];
+        snprintf(path, sizeof path, "/api/v1/nodes/%s", c->r->cfg->node_name);
+        c->st = C_RECORD;
+        rq_send(c->r, c, NULL, false, "PATCH", path, body, "application/merge-patch+json", recorded);
+}
+
+/* ---- checkpoint ---- */
+
+static void trigger_answered(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        if (c->r->cfg->dry_run && ok(x)) {
+                j->ck = CK_DONE;
+                return;
+        }
+        if (!ok(x) || flink_parse_trigger(x->body, x->len, j->trig, sizeof j->trig) < 0) {
+                char w[256];
+                struct log_ctx lc;
+                why_of(x, w, sizeof w);
+                lctx(c, j, &lc);
+                log_full(LOG_WARNING, MSG_RESCALE, &lc, "Cannot trigger a checkpoint of job %s: %s", j->job->jid, w);
+                j->ck = CK_FAILED;
+                return;
+        }
+        j->ck = CK_RUNNING;
+}
+
+static void status_answered(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        enum flink_checkpoint_state s;
+        uint64_t id = 0;
+        char why[128] = "";
+        if (!ok(x) || flink_parse_checkpoint_status(x->body, x->len, &s, &id, why, sizeof why) < 0 || s == FLINK_CKPT_IN_PROGRESS)
+                return; /* polled again until the budget ends */
+        struct log_ctx lc;
+        lctx(c, j, &lc);
+        j->ck = s == FLINK_CKPT_COMPLETED ? CK_DONE : CK_FAILED;
+        log_full(j->ck == CK_DONE ? LOG_INFO : LOG_WARNING, MSG_RESCALE, &lc, "Checkpoint of job %s %s%s%s", j->job->jid,
+                 j->ck == CK_DONE ? "completed" : "failed", j->ck == CK_DONE ? "" : ": ", why);
+}
+
+static void send_puts(struct cluster *c);
+
+static void start_checkpoints(struct cluster *c) {
+        int64_t now_ms = (int64_t) (now_realtime() / USEC_PER_MSEC);
+        c->st = C_CHECKPOINT;
+        for (size_t i = 0; i < c->njobs; i++) {
+                struct fjob *j = &c->jobs[i];
+                char url[600];
+                if (j->last_ckpt_ms && now_ms - j->last_ckpt_ms < (int64_t) (c->r->cfg->checkpoint_fresh / USEC_PER_MSEC)) {
+                        j->ck = CK_FRESH;
+                        continue;
+                }
+                snprintf(url, sizeof url, "%s/jobs/%s/checkpoints", c->url, j->job->jid);
+                j->ck = CK_RUNNING;
+                rq_send(c->r, c, j, true, "POST", url, "{\"checkpointType\":\"CONFIGURED\"}", "application/json", trigger_answered);
+        }
+        c->due = now_monotonic() + POLL_STEP;
+}
+
+static void recorded(struct cluster *c, struct fjob *unused, const struct k8s_response *x) {
+        if (!ok(x)) {
+                char w[256];
+                why_of(x, w, sizeof w);
+                /* No durable originals, no change: a bound we could not restore is worse than a failover. */
+                degrade(c, "cannot record the original bounds on the node (%s)", w);
+                return;
+        }
+        if (c->v2) {
+                /* 2.x rescales on the next completed checkpoint after the
+                 * PUT: lower first, then the checkpoint serves both. */
+                c->st = C_PREPUT;
+                send_puts(c);
+                return;
+        }
+        start_checkpoints(c);
+}
+
+/* ---- rescale ---- */
+
+static void put_answered(struct cluster *c, struct fjob *j, const struct k8s_response *x);
+
+static void put_bounds(struct cluster *c, struct fjob *j, const struct flink_bounds *b, size_t n,
+                       void (*fn)(struct cluster *, struct fjob *, const struct k8s_response *)) {
+        _cleanup_free_ char *body = NULL;
+        char url[600];
+        if (flink_format_requirements(b, n, &body) < 0) {
+                struct k8s_response bad = { .status = 400 };
+                fn(c, j, &bad);
+                return;
+        }
+        snprintf(url, sizeof url, "%s/jobs/%s/resource-requirements", c->url, j->job->jid);
+        j->put_attempts++;
+        rq_send(c->r, c, j, true, "PUT", url, body, "application/json", fn);
+}
+
+static void reread_for_put(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        struct flink_bounds cur[FLINK_MAX_VERTICES];
+        size_t n;
+        if (ok(x) && flink_parse_requirements(x->body, x->len, cur, FLINK_MAX_VERTICES, &n) >= 0)
+                for (size_t i = 0; i < j->nset; i++)
+                        for (size_t k = 0; k < n; k++)
+                                if (strcmp(cur[k].vid, j->set[i].vid) == 0 && cur[k].upper < j->set[i].upper)
+                                        j->set[i] = cur[k]; /* someone went lower: keep theirs */
+        put_bounds(c, j, j->set, j->nset, put_answered);
+}
+
+static void put_answered(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        struct log_ctx lc;
+        char w[256];
+        lctx(c, j, &lc);
+        if (ok(x)) {
+                j->put_ok = true;
+                if (!c->tl.put_accepted)
+                        c->tl.put_accepted = now_realtime();
+                log_full(LOG_NOTICE, MSG_RESCALE, &lc, "Lowered the bounds of job %s (Flink %u.%u)", j->job->jid, c->major, c->minor);
+                return;
+        }
+        if (!x->err && x->status == 409 && j->put_attempts < PUT_ATTEMPTS) {
+                char path[200];
+                snprintf(path, sizeof path, "/jobs/%s/resource-requirements", j->job->jid);
+                fget(c, j, path, reread_for_put);
+                return;
+        }
+        why_of(x, w, sizeof w);
+        log_full(LOG_WARNING, MSG_RESCALE, &lc, "Cannot lower the bounds of job %s: %s; Flink's failover takes over", j->job->jid, w);
+}
+
+static void send_puts(struct cluster *c) {
+        c->put_sent = true;
+        for (size_t i = 0; i < c->njobs; i++)
+                put_bounds(c, &c->jobs[i], c->jobs[i].set, c->jobs[i].nset, put_answered);
+}
+
+static void begin_verify(struct cluster *c) {
+        c->st = C_VERIFY;
+        c->verify_until = now_monotonic() + c->r->cfg->verify_timeout;
+        c->due = now_monotonic() + VERIFY_STEP;
+}
+
+/* ---- verify ---- */
+
+static void verify_answered(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        struct flink_job *live = calloc(1, sizeof *live);
+        if (live && ok(x) && flink_parse_job(x->body, x->len, live) >= 0 && strcmp(live->state, "RUNNING") == 0) {
+                bool all = true;
+                for (size_t i = 0; i < live->nv && all; i++) {
+                        const struct flink_vertex *v = &live->v[i];
+                        for (size_t k = 0; k < j->nset; k++)
+                                if (strcmp(j->set[k].vid, v->id) == 0 && v->parallelism != j->set[k].upper)
+                                        all = false;
+                        if (v->tasks_running != v->tasks_total || v->tasks_total != v->parallelism)
+                                all = false;
+                }
+                if (all && !j->verified) {
+                        struct log_ctx lc;
+                        lctx(c, j, &lc);
+                        j->verified = true;
+                        log_full(LOG_NOTICE, MSG_RESCALE, &lc, "Job %s runs on the remaining TaskManagers at the lower parallelism",
+                                 j->job->jid);
+                }
+        }
+        free(live);
+}
+
+/* ---- restore ---- */
+
+static void cleared(struct cluster *c, struct fjob *unused, const struct k8s_response *x) {
+        c->st = C_DONE;
+}
+
+static void clear_annotation(struct cluster *c) {
+        char path[320], body[200];
+        snprintf(path, sizeof path, "/api/v1/nodes/%s", c->r->cfg->node_name);
+        snprintf(body, sizeof body, "{\"metadata\":{\"annotations\":{\"%s\":null}}}", c->ann);
+        c->st = C_CLEAR;
+        rq_send(c->r, c, NULL, false, "PATCH", path, body, "application/merge-patch+json", cleared);
+}
+
+static void restore_put_answered(struct cluster *c, struct fjob *j, const struct k8s_response *x);
+
+static void restore_read(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        struct flink_bounds cur[FLINK_MAX_VERTICES];
+        size_t n;
+        bool change = false;
+        if (!ok(x) || flink_parse_requirements(x->body, x->len, cur, FLINK_MAX_VERTICES, &n) < 0) {
+                struct k8s_response bad = *x;
+                if (ok(x))
+                        bad.status = 502;
+                restore_put_answered(c, j, &bad);
+                return;
+        }
+        /* Only where the bound is still what spotd set: anything else is
+         * someone else's decision (another agent went lower, an operator). */
+        for (size_t k = 0; k < n; k++)
+                for (size_t m = 0; m < j->nset; m++)
+                        if (strcmp(cur[k].vid, j->set[m].vid) == 0 && cur[k].upper == j->set[m].upper)
+                                for (size_t o = 0; o < j->norig; o++)
+                                        if (strcmp(j->orig[o].vid, cur[k].vid) == 0 &&
+                                            (cur[k].upper != j->orig[o].upper || cur[k].lower != j->orig[o].lower)) {
+                                                cur[k] = j->orig[o];
+                                                change = true;
+                                        }
+        if (!change) {
+                j->restored = true;
+                return;
+        }
+        put_bounds(c, j, cur, n, restore_put_answered);
+}
+
+static void restore_put_answered(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
+        struct log_ctx lc;
+        lctx(c, j, &lc);
+        if (ok(x)) {
+                j->restored = true;
+                if (!c->tl.restored)
+                        c->tl.restored = now_realtime();
+                log_full(LOG_NOTICE, MSG_RESCALE, &lc, "Restored the original bounds of job %s: it grows back as TaskManagers register",
+                         j->job->jid);
+                return;
+        }
+        if (!x->err && x->status == 409 && j->put_attempts < 2 * PUT_ATTEMPTS) {
+                char path[200];
+                snprintf(path, sizeof path, "/jobs/%s/resource-requirements", j->job->jid);
+                fget(c, j, path, restore_read);
+                return;
+        }
+        char w[256];
+        why_of(x, w, sizeof w);
+        j->restored = true; /* given up: the annotation keeps the originals for a later run */
+        c->why[0] = 0;
+        log_full(LOG_ERR, MSG_RESCALE, &lc, "Cannot restore the bounds of job %s: %s (originals kept in annotation %s)",
+                 j->job->jid, w, c->ann);
+        snprintf(c->why, sizeof c->why, "restore failed");
+}
+
+static void restore(struct cluster *c) {
+        char path[200];
+        c->st = C_RESTORE;
+        if (c->r->cfg->restore == RESTORE_NEVER) {
+                struct log_ctx lc;
+                lctx(c, NULL, &lc);
+                log_full(LOG_INFO, MSG_RESCALE, &lc, "Not restoring the bounds (--restore=never); originals kept in annotation %s", c->ann);
+                c->st = C_DONE;
+                return;
+        }
+        for (size_t i = 0; i < c->njobs; i++) {
+                snprintf(path, sizeof path, "/jobs/%s/resource-requirements", c->jobs[i].job->jid);
+                fget(c, &c->jobs[i], path, restore_read);
+        }
+}
+
+/* ---- driver ---- */
+
+static void cluster_tick(struct cluster *c) {
+        usec_t now = now_monotonic();
+        char path[200];
+        if (c->inflight && c->st != C_CHECKPOINT && c->st != C_VERIFY)
+                return;
+        switch (c->st) {
+        case C_PREPUT:
+                start_checkpoints(c); /* every PUT answered (inflight is 0) */
+                break;
+        case C_DISCOVER:
+                if (c->inflight)
+                        return;
+                if (c->discover_failed) {
+                        degrade(c, "%s", c->why);
+                        return;
+                }
+                if (c->major < 1 || (c->major == 1 && c->minor < 18)) {
+                        degrade(c, "Flink %u.%u cannot rescale in place (1.18 or later needed)", c->major, c->minor);
+                        return;
+                }
+                if (strcmp(c->scheduler, "adaptive") != 0) {
+                        degrade(c, "the job runs the %s scheduler, not the adaptive one", c->scheduler[0] ? c->scheduler : "default");
+                        return;
+                }
+                c->v2 = c->major >= 2;
+                read_jobs(c);
+                break;
+        case C_JOBS: {
+                if (c->discover_failed) {
+                        degrade(c, "%s", c->why);
+                        return;
+                }
+                if (!c->r->nodes_listed && !c->r->nodes_failed)
+                        return; /* the fenced-node list is still on its way */
+                char sel[600], esc[900];
+                snprintf(sel, sizeof sel, "%s,app=%s", c->r->cfg->tm_selector, c->app);
+                if (k8s_escape(sel, esc, sizeof esc) < 0) {
+                        degrade(c, "selector too long");
+                        return;
+                }
+                snprintf(path, sizeof path, "/api/v1/namespaces/%s/pods?labelSelector=", c->ns);
+                char full[1200];
+                snprintf(full, sizeof full, "%s%s", path, esc);
+                c->st = C_OTHERS;
+                rq_send(c->r, c, NULL, false, "GET", full, NULL, NULL, got_cluster_pods);
+                break;
+        }
+        case C_CHECKPOINT: {
+                bool pending = false;
+                for (size_t i = 0; i < c->njobs; i++)
+                        pending |= c->jobs[i].ck == CK_RUNNING;
+                if (!pending || now >= c->r->evict_by) {
+                        if (pending) {
+                                struct log_ctx lc;
+                                lctx(c, NULL, &lc);
+                                log_full(LOG_WARNING, MSG_RESCALE, &lc, "Checkpoint of %s/%s not done within its budget; evicting anyway",
+                                         c->ns, c->app);
+                        }
+                        if (!c->tl.checkpoint_done)
+                                c->tl.checkpoint_done = now_realtime();
+                        c->gate_open = true;
+                        c->gate_at = now;
+                        if (c->v2)
+                                begin_verify(c); /* lowered before the checkpoint */
+                        else
+                                c->st = C_GATE;
+                        return;
+                }
+                if (now >= c->due && !c->inflight) {
+                        for (size_t i = 0; i < c->njobs; i++)
+                                if (c->jobs[i].ck == CK_RUNNING && c->jobs[i].trig[0]) {
+                                        snprintf(path, sizeof path, "/jobs/%s/checkpoints/%s", c->jobs[i].job->jid, c->jobs[i].trig);
+                                        fget(c, &c->jobs[i], path, status_answered);
+                                }
+                        c->due = now + POLL_STEP;
+                }
+                break;
+        }
+        case C_GATE:
+                /* 1.18-1.20: the doomed TaskManagers go first, the PUT
+                 * follows within a second; evictions a PDB holds back do
+                 * not hold the PUT for long. */
+                if ((c->first_evicted && (c->evicted >= c->npods || now >= c->first_evicted + PUT_AFTER_EVICT)) ||
+                    now >= c->gate_at + 5 * USEC_PER_SEC) {
+                        send_puts(c);
+                        begin_verify(c);
+                }
+                break;
+        case C_VERIFY: {
+                bool all = true;
+                for (size_t i = 0; i < c->njobs; i++)
+                        all &= c->jobs[i].verified || !c->jobs[i].put_ok;
+                if ((all && !c->inflight) || now >= c->verify_until) {
+                        if (c->inflight)
+                                return;
+                        struct log_ctx lc;
+                        lctx(c, NULL, &lc);
+                        if (all)
+                                c->tl.running_at_new = now_realtime();
+                        else
+                                log_full(LOG_WARNING, MSG_RESCALE, &lc, "Flink cluster %s/%s did not reach the lower parallelism within %llus",
+                                         c->ns, c->app, (unsigned long long) (c->r->cfg->verify_timeout / USEC_PER_SEC));
+                        restore(c);
+                        return;
+                }
+                if (now >= c->due && !c->inflight) {
+                        for (size_t i = 0; i < c->njobs; i++)
+                                if (!c->jobs[i].verified && c->jobs[i].put_ok) {
+                                        snprintf(path, sizeof path, "/jobs/%s", c->jobs[i].job->jid);
+                                        fget(c, &c->jobs[i], path, verify_answered);
+                                }
+                        c->due = now + VERIFY_STEP;
+                }
+                break;
+        }
+        case C_RESTORE: {
+                bool all = true;
+                for (size_t i = 0; i < c->njobs; i++)
+                        all &= c->jobs[i].restored;
+                if (all && !c->inflight)
+                        clear_annotation(c);
+                break;
+        }
+        default:
+                break;
+        }
+}
+
+static void nodes_listed(struct rescale *r, const struct k8s_response *x) {
+        if (ok(x))
+                r->fenced_nodes = cJSON_ParseWithLength(x->body, x->len);
+        r->nodes_listed = r->fenced_nodes != NULL;
+        r->nodes_failed = !r->nodes_listed;
+}
+
+void rescale_start(struct rescale *r) {
+        if (r->started)
+                return;
+        r->started = true;
+        /* Cordoned nodes only: spotd's fences are among them. */
+        struct rq *q = calloc(1, sizeof *q);
+        if (q) {
+                *q = (struct rq) { .r = r, .rfn = nodes_listed };
+                if (k8s_request(r->k, "GET", "/api/v1/nodes?fieldSelector=spec.unschedulable%3Dtrue", NULL, NULL, rq_done, q) < 0) {
+                        free(q);
+                        q = NULL;
+                } else {
+                        q->next = r->reqs;
+                        if (r->reqs)
+                                r->reqs->prev = q;
+                        r->reqs = q;
+                        r->inflight++;
+                }
+        }
+        if (!q)
+                r->nodes_failed = true;
+        for (size_t i = 0; i < r->nc; i++)
+                discover(r->c[i]);
+}
+
+void rescale_tick(struct rescale *r) {
+        usec_t now = now_monotonic();
+        for (size_t i = 0; i < r->nc; i++) {
+                cluster_tick(r->c[i]);
+                /* Past the gate time nothing holds an eviction. */
+                if (now >= r->evict_by && !r->c[i]->gate_open) {
+                        struct log_ctx lc;
+                        lctx(r->c[i], NULL, &lc);
+                        log_full(LOG_WARNING, MSG_RESCALE, &lc, "Flink preparation of %s/%s over its time budget; evicting now",
+                                 r->c[i]->ns, r->c[i]->app);
+                        r->c[i]->gate_open = true;
+                }
+        }
+}
+
+usec_t rescale_next_wakeup(const struct rescale *r) {
+        usec_t next = r->evict_by;
+        for (size_t i = 0; i < r->nc; i++) {
+                const struct cluster *c = r->c[i];
+                if ((c->st == C_CHECKPOINT || c->st == C_VERIFY) && c->due < next)
+                        next = c->due;
+                if (c->st == C_GATE && c->first_evicted && c->first_evicted + PUT_AFTER_EVICT < next)
+                        next = c->first_evicted + PUT_AFTER_EVICT;
+                if (c->st == C_GATE && c->gate_at + 5 * USEC_PER_SEC < next)
+                        next = c->gate_at + 5 * USEC_PER_SEC;
+                if (c->st == C_VERIFY && c->verify_until < next)
+                        next = c->verify_until;
+        }
+        /* Requests in flight wake the loop themselves; a short step keeps
+         * state changes made in callbacks moving. */
+        if (r->inflight) {
+                usec_t soon = now_monotonic() + 50 * USEC_PER_MSEC;
+                if (soon < next)
+                        next = soon;
+        }
+        return next;
+}
+
+bool rescale_done(const struct rescale *r) {
+        for (size_t i = 0; i < r->nc; i++)
+                if (r->c[i]->st != C_DONE)
+                        return false;
+        return r->inflight == 0;
+}
+
+bool rescale_may_evict(struct rescale *r, int c) {
+        return c < 0 || (size_t) c >= r->nc || r->c[c]->gate_open || now_monotonic() >= r->evict_by;
+}
+
+void rescale_evicted(struct rescale *r, int c) {
+        if (c < 0 || (size_t) c >= r->nc)
+                return;
+        r->c[c]->evicted++;
+        if (!r->c[c]->first_evicted)
+                r->c[c]->first_evicted = now_monotonic();
+}
+
+/* "flink.spotd.io/<app>.<ns>" cut to the 63 characters a name part may
+ * have, with a hash when cut so two long names cannot collide. */
+static void annotation_name(const char *ns, const char *app, char *buf, size_t len) {
+        char name[200];
+        unsigned h = 2166136261u;
+        snprintf(name, sizeof name, "%s.%s", app, ns);
+        for (const char *p = name; *p; p++)
+                h = (h ^ (unsigned char) *p) * 16777619u;
+        if (strlen(name) > 63)
+                snprintf(name + 54, sizeof name - 54, ".%08x", h);
+        snprintf(buf, len, FLINK_ANN_PREFIX "%s", name);
+}
+
+static bool url_ok(const char *u) {
+        if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)
+                return false;
+        for (const char *p = u; *p; p++)
+                if (!isgraph((unsigned char) *p) || strchr("?#{}", *p))
+                        return false;
+        return strlen(u) < 200;
+}
+
+/* --flink-rest-template with {app} and {namespace} filled in. */
+static int expand_template(const char *tpl, const char *ns, const char *app, char *buf, size_t len) {
+        size_t o = 0;
+        for (const char *p = tpl; *p; ) {
+                const char *v = NULL;
+                if (strncmp(p, "{app}", 5) == 0)
+                        v = app, p += 5;
+                else if (strncmp(p, "{namespace}", 11) == 0)
+                        v = ns, p += 11;
+                if (v) {
+                        size_t n = strlen(v);
+                        if (o + n >= len)
+                                return -ENOBUFS;
+                        memcpy(buf + o, v, n);
+                        o += n;
+                        continue;
+                }
+                if (o + 1 >= len)
+                        return -ENOBUFS;
+                buf[o++] = *p++;
+        }
+        buf[o] = 0;
+        while (o && buf[o - 1] == '/')
+                buf[--o] = 0;
+        return 0;
+}
+
+int rescale_add_pod(struct rescale *r, const void *pod_json) {
+        const cJSON *pod = pod_json, *md = cJSON_GetObjectItemCaseSensitive(pod, "metadata");
+        const cJSON *labels = cJSON_GetObjectItemCaseSensitive(md, "labels");
+        const char *ns = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "namespace"));
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(md, "name"));
+        const char *app = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(labels, "app"));
+        const char *ip = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(pod, "status"), "podIP"));
+        const char *over = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(md, "annotations"),
+                                                                                "spotd.io/flink-rest-url"));
+        char url[256];
+        if (!ns || !name || !app || strlen(ns) > 63 || strlen(app) > 63 || strlen(name) > 253)
+                return -1;
+        for (const char *p = app; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("-._", *p))
+                        return -1; /* it goes into a host name */
+        if (over && url_ok(over))
+                snprintf(url, sizeof url, "%s", over);
+        else if (expand_template(r->cfg->flink_rest_template, ns, app, url, sizeof url) < 0 || !url_ok(url))
+                return -1;
+        size_t i;
+        for (i = 0; i < r->nc; i++)
+                if (strcmp(r->c[i]->ns, ns) == 0 && strcmp(r->c[i]->app, app) == 0)
+                        break;
+        if (i == r->nc) {
+                if (r->nc >= MAX_CLUSTERS)
+                        return -1;
+                struct cluster *c = calloc(1, sizeof *c);
+                if (!c)
+                        return -1;
+                c->r = r;
+                snprintf(c->ns, sizeof c->ns, "%s", ns);
+                snprintf(c->app, sizeof c->app, "%s", app);
+                snprintf(c->url, sizeof c->url, "%s", url);
+                annotation_name(ns, app, c->ann, sizeof c->ann);
+                r->c[r->nc++] = c;
+        }
+        struct cluster *c = r->c[i];
+        if (c->npods < MAX_PODS) {
+                snprintf(c->pods[c->npods].name, sizeof c->pods[0].name, "%s", name);
+                snprintf(c->pods[c->npods].ip, sizeof c->pods[0].ip, "%s", ip ? ip : "");
+                c->npods++;
+        }
+        return (int) i;
+}
+
+void rescale_set_evict_by(struct rescale *r, usec_t evict_by) {
+        r->evict_by = evict_by;
+}
+
+void rescale_set_node(struct rescale *r, const void *node_json) {
+        cJSON_Delete(r->own_node);
+        r->own_node = node_json ? cJSON_Duplicate(node_json, true) : NULL;
+}
+
+int rescale_new(const struct config *cfg, struct k8s *k, const char *event_id, usec_t evict_by, struct rescale **ret) {
+        struct rescale *r = calloc(1, sizeof *r);
+        if (!r)
+                return -ENOMEM;
+        r->cfg = cfg;
+        r->k = k;
+        r->evict_by = evict_by;
+        snprintf(r->event_id, sizeof r->event_id, "%s", event_id);
+        *ret = r;
+        return 0;
+}
+
+struct rescale *rescale_free(struct rescale *r) {
+        if (!r)
+                return NULL;
+        while (r->reqs) { /* only after the client dropped them */
+                struct rq *q = r->reqs;
+                r->reqs = q->next;
+                free(q);
+        }
+        for (size_t i = 0; i < r->nc; i++) {
+                for (size_t k = 0; k < r->c[i]->njobs; k++)
+                        free(r->c[i]->jobs[k].job);
+                free(r->c[i]->tms);
+                cJSON_Delete((cJSON *) r->c[i]->adopted);
+                free(r->c[i]);
+        }
+        cJSON_Delete(r->own_node);
+        cJSON_Delete(r->fenced_nodes);
+        free(r);
+        return NULL;
+}
+
+void rescale_summary(const struct rescale *r, char *buf, size_t len) {
+        size_t o = 0;
+        buf[0] = 0;
+        for (size_t i = 0; i < r->nc && o + 1 < len; i++) {
+                const struct cluster *c = r->c[i];
+                size_t ok_jobs = 0, restored = 0;
+                for (size_t k = 0; k < c->njobs; k++) {
+                        ok_jobs += c->jobs[k].verified;
+                        restored += c->jobs[k].restored;
+                }
+                int n = snprintf(buf + o, len - o, "%s%s/%s: %s", o ? "; " : "", c->ns, c->app,
+                                 c->degraded ? c->why : !c->put_sent ? "no rescale needed" : "");
+                if (n > 0)
+                        o += (size_t) n;
+                if (!c->degraded && c->put_sent && o < len) {
+                        n = snprintf(buf + o, len - o, "%zu/%zu jobs at the lower parallelism, %zu restored", ok_jobs, c->njobs, restored);
+                        if (n > 0)
+                                o += (size_t) n;
+                }
+        }
+        if (o >= len)
+                buf[len - 1] = 0;
+}
+
+void rescale_timeline(const struct rescale *r, struct rescale_timeline *ret) {
+        *ret = (struct rescale_timeline) {};
+        for (size_t i = 0; i < r->nc; i++) {
+                const struct rescale_timeline *t = &r->c[i]->tl;
+#define LATEST(f) if (t->f > ret->f) ret->f = t->f
+                LATEST(checkpoint_done);
+                LATEST(put_accepted);
+                LATEST(running_at_new);
+                LATEST(restored);
+#undef LATEST
+        }
+}
