@@ -32,7 +32,7 @@ RUN rm -f /etc/apt/sources.list.d/debian.sources \
  && apt-get update -q \
  && apt-get upgrade -y -q \
  && apt-get install -y -q --no-install-recommends \
-      build-essential cmake pkg-config dpkg-dev autoconf automake libtool \
+      build-essential cmake pkg-config dpkg-dev \
       ca-certificates libcjson-dev libsystemd-dev libssl-dev libnghttp2-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
 
@@ -52,13 +52,14 @@ RUN cmake -S curl-*/ -B curl-build -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PR
  && cmake --build curl-build -j"$(nproc)" \
  && cmake --install curl-build
 
-# libmicrohttpd: plain HTTP (the health endpoints), no GnuTLS.
+# libmicrohttpd: plain HTTP (the health endpoints), no GnuTLS. Debian's
+# patches touch only C files, so the shipped configure script is current.
 RUN cd libmicrohttpd-*/ \
- && autoreconf -fi >/dev/null 2>&1 \
  && ./configure -q --prefix=/opt/deps --disable-shared --enable-static --with-pic \
       --disable-https --without-gnutls --disable-doc --disable-examples --disable-curl \
  && make -j"$(nproc)" -C src/microhttpd >/dev/null \
  && make -C src/microhttpd install >/dev/null \
+ && make -C src/include install >/dev/null \
  && make install-pkgconfigDATA >/dev/null
 
 COPY . /src
@@ -67,7 +68,7 @@ ARG SPOTD_GIT=unknown
 RUN export PKG_CONFIG_PATH=/opt/deps/lib/pkgconfig \
  && cmake -S /src -B /build -DCMAKE_BUILD_TYPE=Release -DSPOTD_TESTS=OFF -DSPOTD_WERROR=ON \
       -DSPOTD_GIT_ID="${SPOTD_GIT}" \
-      -DCMAKE_C_STANDARD_LIBRARIES="$(pkg-config --static --libs-only-l libcurl libmicrohttpd)" \
+      -DCMAKE_C_STANDARD_LIBRARIES="$(pkg-config --static --libs libcurl libmicrohttpd)" \
  && cmake --build /build -j"$(nproc)" \
  && install -D -s /build/agent/spotd /rootfs/usr/bin/spotd
 

@@ -13,7 +13,8 @@
 
 extern char **environ;
 
-enum opt_type { T_STRING, T_NODE, T_URL, T_DURATION, T_UINT, T_BOOL, T_ENUM, T_ADDR, T_LEVEL, T_SELECTOR, T_DNS_LABEL };
+enum opt_type { T_STRING, T_NODE, T_URL, T_DURATION, T_UINT, T_BOOL, T_ENUM, T_ADDR, T_LEVEL, T_SELECTOR, T_DNS_LABEL,
+                T_URL_LIST, T_HEADER_LIST };
 
 struct option_def {
         const char *name;      /* flag without "--"; env is SPOTD_ + upper(name) */
@@ -73,6 +74,9 @@ static const struct option_def options[] = {
         { "checkpoint-timeout", T_DURATION, OFF(checkpoint_timeout), "30s", 0, 600 * S, NULL, "longest wait for the checkpoint before evicting (also bounded by the deadline)" },
         { "verify-timeout", T_DURATION, OFF(verify_timeout), "60s", S, 1800 * S, NULL, "longest wait for the job to run at the lower parallelism" },
         { "restore", T_ENUM, OFF(restore), "after-rescale", 0, 0, restores, "after-rescale (raise the bounds back) or never" },
+        { "webhook-url", T_URL_LIST, OFF(webhook_urls), "", 0, 0, NULL, "POST a JSON rescale signal here at notice and at completion (repeatable)" },
+        { "webhook-header", T_HEADER_LIST, OFF(webhook_headers), "", 0, 0, NULL, "extra webhook request header \"Name: value\" (repeatable; never logged)" },
+        { "webhook-timeout", T_DURATION, OFF(webhook_timeout), "5s", 100000, 60 * S, NULL, "timeout of one webhook delivery attempt" },
 };
 
 static void env_name(const struct option_def *o, char *buf, size_t len) {
@@ -138,6 +142,15 @@ static int parse_bool(const char *v) {
                         return 0;
         }
         return -1;
+}
+
+static char *strip(char *s) {
+        while (isspace((unsigned char) *s))
+                s++;
+        size_t n = strlen(s);
+        while (n && isspace((unsigned char) s[n - 1]))
+                s[--n] = 0;
+        return s;
 }
 
 /* Sets one option from text. On failure writes one line naming the option,
@@ -249,6 +262,46 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         strcpy(dst, v);
                 break;
         }
+        case T_URL_LIST:
+        case T_HEADER_LIST: {
+                /* Each source replaces the list; repeated flags add to it (see config_parse). */
+                struct strlist *l = dst;
+                char item[600];
+                const char *p = v;
+                l->n = 0;
+                while (*p && !expect[0]) {
+                        size_t n = strcspn(p, "\n");
+                        if (n >= sizeof l->v[0] || l->n >= STRLIST_MAX) {
+                                snprintf(expect, sizeof expect, "at most %d items of at most %zu characters", STRLIST_MAX,
+                                         sizeof l->v[0] - 1);
+                                break;
+                        }
+                        memcpy(item, p, n);
+                        item[n] = 0;
+                        p += n + (p[n] == '\n');
+                        if (!*strip(item))
+                                continue;
+                        char *it = strip(item);
+                        bool good;
+                        if (o->type == T_URL_LIST)
+                                good = url_valid(it);
+                        else {
+                                const char *colon = strchr(it, ':');
+                                good = colon && colon > it;
+                                for (const char *q = it; good && q < colon; q++)
+                                        good = isalnum((unsigned char) *q) || strchr("!#$%&'*+-.^_`|~", *q);
+                                for (const char *q = colon ? colon + 1 : it; good && *q; q++)
+                                        good = isprint((unsigned char) *q) || *q == '\t';
+                        }
+                        if (!good) {
+                                snprintf(expect, sizeof expect, o->type == T_URL_LIST ? "http:// or https:// URLs, one per line"
+                                                                                      : "\"Name: value\" headers, one per line");
+                                break;
+                        }
+                        strcpy(l->v[l->n++], it);
+                }
+                break;
+        }
         case T_LEVEL: {
                 int lvl = log_level_from_string(v);
                 if (lvl < 0)
@@ -280,14 +333,6 @@ static const struct option_def *option_find(const char *name, size_t len) {
         return NULL;
 }
 
-static char *strip(char *s) {
-        while (isspace((unsigned char) *s))
-                s++;
-        size_t n = strlen(s);
-        while (n && isspace((unsigned char) s[n - 1]))
-                s[--n] = 0;
-        return s;
-}
 
 static int config_file_load(struct config *c, const char *path, FILE *err) {
         _cleanup_(fclosep_) FILE *f = fopen(path, "re");
@@ -325,6 +370,20 @@ static int config_file_load(struct config *c, const char *path, FILE *err) {
                         return -EINVAL;
                 }
                 snprintf(origin, sizeof origin, "%s:%u", path, lineno);
+                if (o->type == T_URL_LIST || o->type == T_HEADER_LIST) {
+                        /* A list key may repeat: each line adds an item. */
+                        struct strlist *l = (struct strlist *) ((char *) c + o->offset), keep = *l;
+                        if (option_set(c, o, val, origin, err) < 0)
+                                return -EINVAL;
+                        if (keep.n + l->n > STRLIST_MAX) {
+                                fprintf(err, "spotd: %s: too many %s (at most %d)\n", origin, o->name, STRLIST_MAX);
+                                return -EINVAL;
+                        }
+                        for (unsigned k = 0; k < l->n; k++)
+                                strcpy(keep.v[keep.n++], l->v[k]);
+                        *l = keep;
+                        continue;
+                }
                 if (option_set(c, o, val, origin, err) < 0)
                         return -EINVAL;
         }
@@ -369,6 +428,7 @@ int config_parse(struct config *c, int argc, char *const *argv, char *const *env
         const struct option_def *cfg = &options[0];
         const char *file = NULL;
         char env[64];
+        bool list_flagged[ELEMENTSOF(options)] = {};
 
         if (!envp)
                 envp = environ;
@@ -449,6 +509,24 @@ int config_parse(struct config *c, int argc, char *const *argv, char *const *env
                 }
                 if (o == cfg)
                         continue; /* already loaded */
+                if (o->type == T_URL_LIST || o->type == T_HEADER_LIST) {
+                        /* The first such flag replaces env and file; later ones add. */
+                        struct strlist *l = (struct strlist *) ((char *) c + o->offset), keep = *l;
+                        bool first = !list_flagged[o - options];
+                        list_flagged[o - options] = true;
+                        if (option_set(c, o, val, "flag", err) < 0)
+                                return -EINVAL;
+                        if (!first) {
+                                if (keep.n + l->n > STRLIST_MAX) {
+                                        fprintf(err, "spotd: too many --%s (at most %d)\n", o->name, STRLIST_MAX);
+                                        return -EINVAL;
+                                }
+                                for (unsigned k = 0; k < l->n; k++)
+                                        strcpy(keep.v[keep.n++], l->v[k]);
+                                *l = keep;
+                        }
+                        continue;
+                }
                 if (option_set(c, o, val, "flag", err) < 0)
                         return -EINVAL;
         }

@@ -12,6 +12,14 @@
 
 enum output_format { OUTPUT_TEXT, OUTPUT_JSON };
 
+/* A repeatable option: flags repeat; in the environment and the config file
+ * the items are one per line. */
+#define STRLIST_MAX 8
+struct strlist {
+        unsigned n;
+        char v[STRLIST_MAX][512];
+};
+
 struct config {
         char config_file[1024];
         char node_name[254];
@@ -49,6 +57,10 @@ struct config {
         usec_t checkpoint_timeout;
         usec_t verify_timeout;
         enum { RESTORE_AFTER_RESCALE, RESTORE_NEVER } restore;
+        /* Webhooks (rescale signal for other controllers) */
+        struct strlist webhook_urls;
+        struct strlist webhook_headers;  /* "Name: value" */
+        usec_t webhook_timeout;
 };
 
 /* Parses argv (argv[0] is the subcommand or program name and is skipped),

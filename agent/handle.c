@@ -11,6 +11,7 @@
 #include "log.h"
 #include "macro.h"
 #include "rescale.h"
+#include "webhook.h"
 
 #define MAX_PODS 256
 #define FENCE_ATTEMPTS 20         /* 409s in a row before we evict unfenced */
@@ -79,6 +80,8 @@ struct handler {
         size_t npods;
         struct timeline tl;
         struct rescale *rs;   /* the Flink side of this event */
+        struct webhook *wh;
+        char outcome[160];
 
         /* Queued work while requests of the previous one are in flight. */
         bool queued;
@@ -106,8 +109,76 @@ static void ctx(const struct handler *h, const struct pod *p, struct log_ctx *c)
 
 static void publish(struct handler *h, const char *phase) {
         struct status_event se = { .ev = h->ev, .first_seen = h->tl.seen, .last_seen = now_realtime() };
+        struct rescale_timeline rt = {};
+        if (h->rs)
+                rescale_timeline(h->rs, &rt);
+        se.tl = (struct status_timeline) {
+                .fenced = h->tl.fenced, .checkpoint_done = rt.checkpoint_done, .first_eviction = h->tl.first_evict,
+                .last_eviction_accepted = h->tl.last_accept, .bounds_lowered = rt.put_accepted,
+                .running_at_new = rt.running_at_new, .pods_gone = h->tl.gone, .bounds_restored = rt.restored,
+                .done = h->tl.done,
+        };
         snprintf(se.phase, sizeof se.phase, "%s", phase);
+        snprintf(se.outcome, sizeof se.outcome, "%s", h->outcome);
         status_upsert_event(h->st, &se);
+}
+
+/* ---- the webhook's rescale signal ---- */
+
+static void add_usec(cJSON *o, const char *k, usec_t t) {
+        char buf[40];
+        if (!t)
+                return;
+        format_rfc3339_usec(t, buf, sizeof buf);
+        cJSON_AddStringToObject(o, k, buf);
+}
+
+static void signal_webhook(struct handler *h, const char *type) {
+        char dl[32] = "";
+        if (!h->cfg->webhook_urls.n)
+                return;
+        _cleanup_(cJSON_Deletep) cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "version", 1);
+        cJSON_AddStringToObject(o, "type", type);
+        cJSON_AddStringToObject(o, "node", h->cfg->node_name);
+        cJSON *ev = cJSON_AddObjectToObject(o, "event");
+        cJSON_AddStringToObject(ev, "id", h->ev.id);
+        cJSON_AddStringToObject(ev, "kind", event_kind_to_string(h->ev.kind));
+        cJSON_AddStringToObject(ev, "detail", h->ev.detail);
+        if (h->ev.deadline)
+                format_rfc3339(h->ev.deadline, dl, sizeof dl);
+        cJSON_AddStringToObject(o, "deadline", dl);
+        cJSON_AddBoolToObject(o, "dry_run", h->cfg->dry_run);
+        if (strcmp(type, "completed") == 0) {
+                cJSON *pods = cJSON_AddArrayToObject(o, "pods");
+                for (size_t i = 0; i < h->npods; i++) {
+                        static const char *const st[] = { "pending", "evicting", "terminating", "gone", "not_evicted",
+                                                          "deleting", "deleting" };
+                        cJSON *p = cJSON_CreateObject();
+                        cJSON_AddItemToArray(pods, p);
+                        cJSON_AddStringToObject(p, "namespace", h->pods[i].ns);
+                        cJSON_AddStringToObject(p, "name", h->pods[i].name);
+                        cJSON_AddStringToObject(p, "result", st[h->pods[i].st]);
+                }
+                cJSON_AddItemToObject(o, "jobs", h->rs ? rescale_jobs_json(h->rs) : cJSON_CreateArray());
+                struct rescale_timeline rt = {};
+                if (h->rs)
+                        rescale_timeline(h->rs, &rt);
+                cJSON *tl = cJSON_AddObjectToObject(o, "timeline");
+                add_usec(tl, "notice_seen", h->tl.seen);
+                add_usec(tl, "fenced", h->tl.fenced);
+                add_usec(tl, "checkpoint_done", rt.checkpoint_done);
+                add_usec(tl, "evictions_sent", h->tl.first_evict);
+                add_usec(tl, "bounds_lowered", rt.put_accepted);
+                add_usec(tl, "running_at_new_parallelism", rt.running_at_new);
+                add_usec(tl, "pods_gone", h->tl.gone);
+                add_usec(tl, "bounds_restored", rt.restored);
+                add_usec(tl, "done", h->tl.done);
+                cJSON_AddStringToObject(o, "outcome", h->outcome);
+        }
+        _cleanup_free_ char *s = cJSON_PrintUnformatted(o);
+        if (s)
+                webhook_send(h->wh, h->ev.id, s);
 }
 
 /* ---- requests ---- */
@@ -549,6 +620,7 @@ static void give_up(struct handler *h, struct pod *p, const char *why) {
                 return;
         }
         p->st = P_GAVE_UP;
+        status_count(h->st, COUNT_EVICTION_BLOCKED);
         log_full(LOG_ERR, MSG_EVICTION_BLOCKED, &c,
                  "Eviction of pod %s/%s not accepted by the margin (%s); leaving it (set --force-delete to delete it)",
                  p->ns, p->name, why);
@@ -563,6 +635,7 @@ static void evicted(struct handler *h, struct pod *p, const struct k8s_response 
         if (!r->err && (r->status == 200 || r->status == 201)) {
                 p->st = P_ACCEPTED;
                 h->tl.last_accept = now_realtime();
+                status_count(h->st, COUNT_EVICTION_ACCEPTED);
                 if (h->rs)
                         rescale_evicted(h->rs, p->cluster);
                 log_full(LOG_NOTICE, MSG_POD_EVICTED, &c, "Evicted pod %s/%s (grace %us, attempt %u)", p->ns, p->name,
@@ -633,6 +706,7 @@ static void deleted(struct handler *h, struct pod *p, const struct k8s_response 
         if (!r->err && r->status == 200) {
                 p->st = P_ACCEPTED;
                 p->due = now_monotonic() + GONE_CHECK_INTERVAL;
+                status_count(h->st, COUNT_POD_DELETED);
                 log_full(LOG_WARNING, MSG_POD_EVICTED, &c, "Deleted pod %s/%s (force, grace %us)", p->ns, p->name, p->grace);
                 k8s_event(h, p, "Warning", "SpotdDeleted", "Deleted by spotd (--force-delete) before %s", h->ev.id);
                 if (h->cfg->dry_run)
@@ -745,6 +819,11 @@ static void done_written(struct handler *h, struct pod *unused, const struct k8s
                  REL(h->tl.first_evict), REL(h->tl.last_accept), REL(rt.put_accepted), REL(rt.running_at_new),
                  REL(h->tl.gone), REL(rt.restored), REL(h->tl.done), flink);
 #undef REL
+        snprintf(h->outcome, sizeof h->outcome, "%zu TaskManager pods gone, %zu not evicted; Flink: %.100s", gone,
+                 gave_up + left, flink);
+        status_count(h->st, COUNT_EVENTS_HANDLED);
+        signal_webhook(h, "completed");
+        status_handling_seconds(h->st, (double) (h->tl.done - h->tl.seen) / 1e6);
         k8s_event(h, NULL, gave_up || left ? "Warning" : "Normal", "SpotdDone",
                   "%s %s handled: %zu TaskManager pods gone, %zu not evicted", event_kind_to_string(h->ev.kind), h->ev.id,
                   gone, gave_up + left);
@@ -905,7 +984,8 @@ static void begin_event(struct handler *h, const struct event *e, enum event_act
         }
         k8s_event(h, NULL, "Warning", "SpotdNotice", "%s %s (%s), deadline in %lds", event_kind_to_string(e->kind), e->id,
                   e->detail, (long) left);
-        if (h->k && action == ACTION_HANDLE && rescale_new(h->cfg, h->k, e->id, h->margin_at, &h->rs) < 0)
+        signal_webhook(h, "notice");
+        if (h->k && action == ACTION_HANDLE && rescale_new(h->cfg, h->k, h->st, e->id, h->margin_at, &h->rs) < 0)
                 h->rs = NULL; /* out of memory: plain evictions */
         h->phase = PH_FENCE_READ;
         h->due = now;
@@ -934,6 +1014,7 @@ void handler_tick(struct handler *h) {
         usec_t now = now_monotonic();
         char path[320];
 
+        webhook_tick(h->wh);
         advance(h);
         switch (h->phase) {
         case PH_FENCE_READ:
@@ -966,22 +1047,21 @@ bool handler_busy(const struct handler *h) {
 }
 
 usec_t handler_next_wakeup(const struct handler *h) {
-        usec_t next = UINT64_MAX;
+        usec_t next = webhook_next_wakeup(h->wh);
+#define EARLIER(t) do { usec_t _t = (t); if (_t < next) next = _t; } while (0)
         if (h->phase == PH_FENCE_READ || h->phase == PH_LIST || h->phase == PH_UNDO_READ)
-                next = h->due;
+                EARLIER(h->due);
         else if (h->phase == PH_EVICT) {
-                next = h->deadline_at;
-                if (h->rs) {
-                        usec_t r = rescale_next_wakeup(h->rs);
-                        if (r < next)
-                                next = r;
-                }
+                EARLIER(h->deadline_at);
+                if (h->rs)
+                        EARLIER(rescale_next_wakeup(h->rs));
                 for (size_t i = 0; i < h->npods; i++) {
                         const struct pod *p = &h->pods[i];
-                        if ((p->st == P_PENDING || p->st == P_DELETE || (p->st == P_ACCEPTED && !p->checking)) && p->due < next)
-                                next = p->due;
+                        if (p->st == P_PENDING || p->st == P_DELETE || (p->st == P_ACCEPTED && !p->checking))
+                                EARLIER(p->due);
                 }
         }
+#undef EARLIER
         return next;
 }
 
@@ -1083,6 +1163,10 @@ int handler_new(const struct config *cfg, struct k8s *k, struct status *st, stru
         h->k = k;
         h->st = st;
         h->due = UINT64_MAX;
+        if (webhook_new(cfg, k, st, &h->wh) < 0) {
+                free(h);
+                return -ENOMEM;
+        }
         *ret = h;
         return 0;
 }
@@ -1091,6 +1175,7 @@ struct handler *handler_free(struct handler *h) {
         if (!h)
                 return NULL;
         h->rs = rescale_free(h->rs);
+        h->wh = webhook_free(h->wh);
         /* The client was freed first and dropped these without callbacks. */
         while (h->reqs) {
                 struct req *q = h->reqs;

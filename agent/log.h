@@ -31,6 +31,7 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 #define MSG_DONE             "a11e73ecf1174841a611800b7f13bf1a"
 #define MSG_UNFENCED         "3cc8dd08269a42b8b2a3ee0176cc6d91"
 #define MSG_RESCALE          "2d6f4e8a1c3b4f5e9a7d8c6b5e4f3a21"
+#define MSG_WEBHOOK          "9c1e7b3d5f2a4c6e8b0d1f3a5c7e9b2d"
 
 /* The structured context of an entry; NULL members are left out. Field names
  * in the journal: SPOTD_EVENT_ID, SPOTD_KIND, ... (design.md). */

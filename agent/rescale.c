@@ -73,6 +73,7 @@ struct rq {
 struct rescale {
         const struct config *cfg;
         struct k8s *k;
+        struct status *st;
         char event_id[EVENT_ID_MAX];
         usec_t evict_by;
         struct cluster *c[MAX_CLUSTERS];
@@ -177,6 +178,7 @@ static void degrade(struct cluster *c, const char *fmt, ...) {
         memcpy(c->why, tmp, sizeof tmp);
         c->degraded = true;
         c->gate_open = true;
+        status_count(c->r->st, COUNT_RESCALE_DEGRADED);
         lctx(c, NULL, &x);
         log_full(LOG_WARNING, MSG_RESCALE, &x, "Flink cluster %s/%s: %s; evicting its TaskManagers without rescaling",
                  c->ns, c->app, c->why);
@@ -425,6 +427,7 @@ static void trigger_answered(struct cluster *c, struct fjob *j, const struct k8s
                 why_of(x, w, sizeof w);
                 lctx(c, j, &lc);
                 log_full(LOG_WARNING, MSG_RESCALE, &lc, "Cannot trigger a checkpoint of job %s: %s", j->job->jid, w);
+                status_count(c->r->st, COUNT_CHECKPOINT_FAILED);
                 j->ck = CK_FAILED;
                 return;
         }
@@ -440,6 +443,7 @@ static void status_answered(struct cluster *c, struct fjob *j, const struct k8s_
         struct log_ctx lc;
         lctx(c, j, &lc);
         j->ck = s == FLINK_CKPT_COMPLETED ? CK_DONE : CK_FAILED;
+        status_count(c->r->st, j->ck == CK_DONE ? COUNT_CHECKPOINT_COMPLETED : COUNT_CHECKPOINT_FAILED);
         log_full(j->ck == CK_DONE ? LOG_INFO : LOG_WARNING, MSG_RESCALE, &lc, "Checkpoint of job %s %s%s%s", j->job->jid,
                  j->ck == CK_DONE ? "completed" : "failed", j->ck == CK_DONE ? "" : ": ", why);
 }
@@ -454,6 +458,7 @@ static void start_checkpoints(struct cluster *c) {
                 char url[600];
                 if (j->last_ckpt_ms && now_ms - j->last_ckpt_ms < (int64_t) (c->r->cfg->checkpoint_fresh / USEC_PER_MSEC)) {
                         j->ck = CK_FRESH;
+                        status_count(c->r->st, COUNT_CHECKPOINT_SKIPPED);
                         continue;
                 }
                 snprintf(url, sizeof url, "%s/jobs/%s/checkpoints", c->url, j->job->jid);
@@ -618,6 +623,7 @@ static void restore_put_answered(struct cluster *c, struct fjob *j, const struct
         lctx(c, j, &lc);
         if (ok(x)) {
                 j->restored = true;
+                status_count(c->r->st, COUNT_RESTORED);
                 if (!c->tl.restored)
                         c->tl.restored = now_realtime();
                 log_full(LOG_NOTICE, MSG_RESCALE, &lc, "Restored the original bounds of job %s: it grows back as TaskManagers register",
@@ -754,6 +760,9 @@ static void cluster_tick(struct cluster *c) {
                                 return;
                         struct log_ctx lc;
                         lctx(c, NULL, &lc);
+                        for (size_t i = 0; i < c->njobs; i++)
+                                if (c->jobs[i].put_ok)
+                                        status_count(c->r->st, c->jobs[i].verified ? COUNT_RESCALE_VERIFIED : COUNT_RESCALE_NOT_VERIFIED);
                         if (all)
                                 c->tl.running_at_new = now_realtime();
                         else
@@ -977,11 +986,13 @@ void rescale_set_node(struct rescale *r, const void *node_json) {
         r->own_node = node_json ? cJSON_Duplicate(node_json, true) : NULL;
 }
 
-int rescale_new(const struct config *cfg, struct k8s *k, const char *event_id, usec_t evict_by, struct rescale **ret) {
+int rescale_new(const struct config *cfg, struct k8s *k, struct status *st, const char *event_id, usec_t evict_by,
+                struct rescale **ret) {
         struct rescale *r = calloc(1, sizeof *r);
         if (!r)
                 return -ENOMEM;
         r->cfg = cfg;
+        r->st = st;
         r->k = k;
         r->evict_by = evict_by;
         snprintf(r->event_id, sizeof r->event_id, "%s", event_id);
@@ -1045,4 +1056,48 @@ void rescale_timeline(const struct rescale *r, struct rescale_timeline *ret) {
                 LATEST(restored);
 #undef LATEST
         }
+}
+
+void *rescale_jobs_json(const struct rescale *r) {
+        cJSON *arr = cJSON_CreateArray();
+        for (size_t i = 0; arr && i < r->nc; i++) {
+                const struct cluster *c = r->c[i];
+                for (size_t k = 0; k < c->njobs; k++) {
+                        const struct fjob *j = &c->jobs[k];
+                        cJSON *o = cJSON_CreateObject(), *old, *nw;
+                        if (!o)
+                                break;
+                        cJSON_AddItemToArray(arr, o);
+                        cJSON_AddStringToObject(o, "namespace", c->ns);
+                        cJSON_AddStringToObject(o, "cluster", c->app);
+                        cJSON_AddStringToObject(o, "job_id", j->job->jid);
+                        char v[16];
+                        snprintf(v, sizeof v, "%u.%u", c->major, c->minor);
+                        cJSON_AddStringToObject(o, "flink_version", v);
+                        old = cJSON_AddObjectToObject(o, "old_bounds");
+                        nw = cJSON_AddObjectToObject(o, "new_bounds");
+                        for (size_t m = 0; m < j->norig; m++) {
+                                cJSON *a = cJSON_AddArrayToObject(old, j->orig[m].vid);
+                                cJSON_AddItemToArray(a, cJSON_CreateNumber(j->orig[m].lower));
+                                cJSON_AddItemToArray(a, cJSON_CreateNumber(j->orig[m].upper));
+                        }
+                        for (size_t m = 0; m < j->nset; m++) {
+                                cJSON *a = cJSON_AddArrayToObject(nw, j->set[m].vid);
+                                cJSON_AddItemToArray(a, cJSON_CreateNumber(j->set[m].lower));
+                                cJSON_AddItemToArray(a, cJSON_CreateNumber(j->set[m].upper));
+                        }
+                        cJSON_AddStringToObject(o, "outcome", c->degraded ? "degraded" : !j->put_ok ? "not_rescaled"
+                                                             : j->verified ? "verified" : "not_verified");
+                        cJSON_AddBoolToObject(o, "restored", j->restored);
+                }
+                if (c->degraded && !c->njobs) {
+                        cJSON *o = cJSON_CreateObject();
+                        cJSON_AddItemToArray(arr, o);
+                        cJSON_AddStringToObject(o, "namespace", c->ns);
+                        cJSON_AddStringToObject(o, "cluster", c->app);
+                        cJSON_AddStringToObject(o, "outcome", "degraded");
+                        cJSON_AddStringToObject(o, "reason", c->why);
+                }
+        }
+        return arr;
 }

@@ -19,7 +19,7 @@ struct rescale;
  * set: {"url":"...","jobs":{"<jid>":{"<vid>":[lower,upper,set_upper]}}}. */
 #define FLINK_ANN_PREFIX "flink.spotd.io/"
 
-int rescale_new(const struct config *cfg, struct k8s *k, const char *event_id, usec_t evict_by,
+int rescale_new(const struct config *cfg, struct k8s *k, struct status *st, const char *event_id, usec_t evict_by,
                 struct rescale **ret);
 struct rescale *rescale_free(struct rescale *r);
 
@@ -46,6 +46,9 @@ usec_t rescale_next_wakeup(const struct rescale *r);
 bool rescale_done(const struct rescale *r);
 /* One line per cluster for the summary: outcome and timeline. */
 void rescale_summary(const struct rescale *r, char *buf, size_t len);
+/* The jobs for the webhook: a cJSON array (caller deletes) of
+ * {namespace, cluster, job_id, flink_version, old_bounds, new_bounds, outcome, restored}. */
+void *rescale_jobs_json(const struct rescale *r);
 /* Realtime usec of the timeline points (0: not reached). */
 struct rescale_timeline { usec_t checkpoint_done, put_accepted, running_at_new, restored; };
 void rescale_timeline(const struct rescale *r, struct rescale_timeline *ret);

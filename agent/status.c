@@ -106,6 +106,8 @@ struct status_data {
 
         struct status_event events[STATUS_RECENT_EVENTS]; /* oldest first */
         size_t n_events;
+        uint64_t counters[_COUNT_MAX];
+        double last_handling;
 };
 
 struct status {
@@ -194,6 +196,17 @@ void status_poll_done(struct status *s, usec_t realtime, usec_t monotonic, bool 
         s->d.last_poll_realtime = realtime;
         s->d.last_poll_monotonic = monotonic;
         s->d.imds_up = imds_ok;
+}
+
+void status_count(struct status *s, enum status_counter c) {
+        _cleanup_(unlockp) pthread_mutex_t *m = lock(s);
+        if (c < _COUNT_MAX)
+                s->d.counters[c]++;
+}
+
+void status_handling_seconds(struct status *s, double seconds) {
+        _cleanup_(unlockp) pthread_mutex_t *m = lock(s);
+        s->d.last_handling = seconds;
 }
 
 void status_heartbeat(struct status *s, usec_t monotonic) {
@@ -301,6 +314,27 @@ int status_render_metrics(struct status *s, char **ret, size_t *ret_len) {
         write_gauge(&b, "spotd_active_events", "Interruption events currently active.", (double) active);
         write_gauge(&b, "spotd_dry_run", "Whether the agent only reports what it would do.", d->dry_run);
 
+        /* Handling outcomes: one family per step, the result as a label. */
+        static const struct { const char *name, *help; int first, n; const char *const results[3]; } families[] = {
+                { "spotd_evictions_total", "TaskManager evictions by result.", COUNT_EVICTION_ACCEPTED, 3,
+                  { "accepted", "blocked", "deleted" } },
+                { "spotd_checkpoints_total", "Checkpoints before evictions by result.", COUNT_CHECKPOINT_COMPLETED, 3,
+                  { "completed", "failed", "skipped_fresh" } },
+                { "spotd_rescales_total", "In-place rescales by outcome.", COUNT_RESCALE_VERIFIED, 3,
+                  { "verified", "not_verified", "degraded" } },
+                { "spotd_webhook_deliveries_total", "Webhook deliveries by result.", COUNT_WEBHOOK_OK, 2, { "ok", "failed" } },
+        };
+        for (size_t f = 0; f < ELEMENTSOF(families); f++) {
+                metrics_header(&b, families[f].name, "counter", families[f].help);
+                for (int i = 0; i < families[f].n; i++) {
+                        snprintf(labels, sizeof(labels), "result=\"%s\"", families[f].results[i]);
+                        metrics_sample(&b, families[f].name, labels, (double) d->counters[families[f].first + i]);
+                }
+        }
+        write_counter(&b, "spotd_restores_total", "Jobs whose original bounds were restored.", (double) d->counters[COUNT_RESTORED]);
+        write_counter(&b, "spotd_events_handled_total", "Events handled to the end.", (double) d->counters[COUNT_EVENTS_HANDLED]);
+        write_gauge(&b, "spotd_last_handling_seconds", "Seconds from notice to done of the last handled event.", d->last_handling);
+
         r = metrics_process_read(&p);
         if (r >= 0) {
                 write_counter(&b, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
@@ -366,8 +400,17 @@ static cJSON *event_json(const struct status_event *e, usec_t now_real) {
              add_str(o, "phase", e->phase) &&
              add_time_usec(o, "first_seen", e->first_seen) &&
              add_time_usec(o, "last_seen", e->last_seen) &&
-             add_time_usec(o, "ended", e->ended);
-        return ok ? TAKE_PTR(o) : NULL;
+             add_time_usec(o, "ended", e->ended) &&
+             add_str(o, "outcome", e->outcome);
+        cJSON *tl = ok ? cJSON_AddObjectToObject(o, "timeline") : NULL;
+        static const char *const names[] = { "fenced", "checkpoint_done", "first_eviction", "last_eviction_accepted",
+                                             "bounds_lowered", "running_at_new_parallelism", "pods_gone",
+                                             "bounds_restored", "done" };
+        const usec_t *t = &e->tl.fenced;
+        for (size_t i = 0; tl && i < ELEMENTSOF(names); i++)
+                if (t[i] && !add_time_usec(tl, names[i], t[i]))
+                        ok = false;
+        return ok && tl ? TAKE_PTR(o) : NULL;
 }
 
 int status_render_json(struct status *s, char **ret, size_t *ret_len) {

@@ -33,8 +33,16 @@ enum request_result request_result_from(int err, long status);
 
 #define STATUS_RECENT_EVENTS 8
 
+/* The handling of an event, as it happened (realtime usec, 0: not reached). */
+struct status_timeline {
+        usec_t fenced, checkpoint_done, first_eviction, last_eviction_accepted, bounds_lowered, running_at_new,
+                pods_gone, bounds_restored, done;
+};
+
 struct status_event {
         struct event ev;
+        struct status_timeline tl;
+        char outcome[160]; /* summary once done */
         char phase[24];    /* "detected", "canceled", "cleared", later handling phases */
         usec_t first_seen; /* realtime */
         usec_t last_seen;  /* realtime */
@@ -64,6 +72,17 @@ void status_heartbeat(struct status *s, usec_t monotonic);
 /* Inserts or updates (by ev.id) one of the recent events; the oldest ended
  * event is dropped when full. */
 void status_upsert_event(struct status *s, const struct status_event *e);
+
+enum status_counter {
+        COUNT_EVICTION_ACCEPTED, COUNT_EVICTION_BLOCKED, COUNT_POD_DELETED,
+        COUNT_CHECKPOINT_COMPLETED, COUNT_CHECKPOINT_FAILED, COUNT_CHECKPOINT_SKIPPED,
+        COUNT_RESCALE_VERIFIED, COUNT_RESCALE_NOT_VERIFIED, COUNT_RESCALE_DEGRADED, COUNT_RESTORED,
+        COUNT_EVENTS_HANDLED, COUNT_WEBHOOK_OK, COUNT_WEBHOOK_FAILED,
+        _COUNT_MAX,
+};
+void status_count(struct status *s, enum status_counter c);
+/* Seconds from notice to done of the last handled event. */
+void status_handling_seconds(struct status *s, double seconds);
 
 /* Renderers for the HTTP thread; *ret is malloc'ed. 0 or -ENOMEM. */
 int status_render_metrics(struct status *s, char **ret, size_t *ret_len);

@@ -44,8 +44,9 @@ struct k8s_req {
         usec_t queued;      /* monotonic */
         usec_t token_at;    /* k->token_read_at when its header was built */
         bool retried;
-        bool plain;         /* another service (Flink): no token, system CAs */
+        bool plain;         /* another service (Flink, webhooks): no token, system CAs */
         usec_t timeout;
+        const char *const *extra; /* plain only: more "Name: value" headers, borrowed until queued */
 };
 
 struct k8s {
@@ -350,6 +351,11 @@ static int headers_build(struct k8s *k, struct k8s_req *q, struct curl_slist **r
                         goto oom;
                 l = n;
         }
+        for (const char *const *e = q->extra; e && *e; e++) {
+                if (!(n = curl_slist_append(l, *e)))
+                        goto oom;
+                l = n;
+        }
         if (k->token && !q->plain) {
                 size_t sz = sizeof AUTH_PREFIX + k->token_len;
                 char *a = malloc(sz);
@@ -622,8 +628,8 @@ static bool plain_url_valid(const char *u) {
 
 /* path is relative to the API server, or, for plain requests, a whole URL. */
 static int req_queue(struct k8s *k, const char *method, const char *path, const char *content_type,
-                     const char *body, bool plain, usec_t timeout, k8s_done_t done, void *userdata,
-                     struct k8s_req **ret) {
+                     const char *body, bool plain, usec_t timeout, const char *const *extra, k8s_done_t done,
+                     void *userdata, struct k8s_req **ret) {
         _cleanup_free_ char *url = NULL;
         struct k8s_req *q;
         CURLMcode mc;
@@ -649,6 +655,7 @@ static int req_queue(struct k8s *k, const char *method, const char *path, const 
         q->k = k;
         q->plain = plain;
         q->timeout = timeout;
+        q->extra = plain ? extra : NULL;
         q->done = done;
         q->userdata = userdata;
         q->resp.limit = k->max_body;
@@ -658,7 +665,9 @@ static int req_queue(struct k8s *k, const char *method, const char *path, const 
                 r = -ENOMEM;
                 goto fail;
         }
-        if ((r = headers_build(k, q, &q->headers)) < 0)
+        r = headers_build(k, q, &q->headers);
+        q->extra = NULL; /* copied into the header list; the caller's may go */
+        if (r < 0)
                 goto fail;
         q->easy = k->n_idle > 0 ? k->idle[--k->n_idle] : curl_easy_init();
         if (!q->easy) {
@@ -687,12 +696,22 @@ fail:
 
 int k8s_request(struct k8s *k, const char *method, const char *path, const char *content_type,
                 const char *body, k8s_done_t done, void *userdata) {
-        return req_queue(k, method, path, content_type, body, false, 0, done, userdata, NULL);
+        return req_queue(k, method, path, content_type, body, false, 0, NULL, done, userdata, NULL);
 }
 
 int k8s_request_url(struct k8s *k, const char *method, const char *url, const char *content_type,
                     const char *body, usec_t timeout, k8s_done_t done, void *userdata) {
-        return req_queue(k, method, url, content_type, body, true, timeout, done, userdata, NULL);
+        return req_queue(k, method, url, content_type, body, true, timeout, NULL, done, userdata, NULL);
+}
+
+int k8s_request_url_headers(struct k8s *k, const char *method, const char *url, const char *const *headers,
+                            const char *content_type, const char *body, usec_t timeout, k8s_done_t done,
+                            void *userdata) {
+        for (const char *const *h = headers; h && *h; h++)
+                for (const char *c = *h; *c; c++)
+                        if (*c == '\r' || *c == '\n')
+                                return -EINVAL; /* no header injection */
+        return req_queue(k, method, url, content_type, body, true, timeout, headers, done, userdata, NULL);
 }
 
 /* After a 401: a fresh token (unless another answer already made us read
@@ -808,7 +827,7 @@ int k8s_request_sync(struct k8s *k, const char *method, const char *path, const 
 
         if (!ret)
                 return -EINVAL;
-        r = req_queue(k, method, path, content_type, body, false, 0, sync_done, &s, &q);
+        r = req_queue(k, method, path, content_type, body, false, 0, NULL, sync_done, &s, &q);
         if (r < 0)
                 return r;
         /* curl enforces the timeout per attempt; a 401 retry makes two, and

@@ -71,6 +71,13 @@ int k8s_request(struct k8s *k, const char *method, const char *path, const char 
 int k8s_request_url(struct k8s *k, const char *method, const char *url, const char *content_type,
                     const char *body, usec_t timeout, k8s_done_t done, void *userdata);
 
+/* As k8s_request_url() with more request headers ("Name: value", NULL
+ * terminated; copied, and wiped when the request is freed: they may carry
+ * secrets). -EINVAL for a header with CR or LF. */
+int k8s_request_url_headers(struct k8s *k, const char *method, const char *url, const char *const *headers,
+                            const char *content_type, const char *body, usec_t timeout, k8s_done_t done,
+                            void *userdata);
+
 /* Waits for network activity on the API connections or on the extra fds (as
  * curl_multi_poll: extra[i].revents is set), at most timeout_ms, then runs
  * transfers and calls the callbacks of finished requests. Returns 0 or -EIO. */

@@ -105,7 +105,7 @@ grep -q '^spotd:x:65532:65532:' "$root/etc/passwd" || fail "no spotd user (65532
 grep -q 'BEGIN CERTIFICATE' "$root/etc/ssl/certs/ca-certificates.crt" || fail "CA bundle holds no certificate"
 
 # Exactly the libraries the binary loads: ask the image's own loader.
-loader=$(cd "$root" && ls usr/lib64/ld-linux-*.so.* usr/lib/ld-linux-*.so.* 2>/dev/null | head -1)
+loader=$(cd "$root" && ls usr/lib64/ld-linux-*.so.* usr/lib/ld-linux-*.so.* 2>/dev/null | head -1 || true)
 [ -n "$loader" ] || fail "no dynamic loader in the image"
 needed=$(chroot "$root" "/$loader" --list /usr/bin/spotd) || fail "the loader cannot resolve spotd's libraries: $needed"
 ! grep -q 'not found' <<<"$needed" || fail "libraries missing in the image: $needed"
@@ -143,7 +143,8 @@ chmod -R a+rX "$simdir" # the image's user reads the CA and the token
 run_in_image() { # LOG [OPTIONS...]: runs until stopped by the caller
   local log=$1
   shift
-  in_image run --imds-endpoint="$imds" --kube-api="$kube" --kube-token-file=/sim/token \
+  # chroot execs spotd: the signal below reaches spotd itself.
+  chroot --userspec=65532:65532 "$root" /usr/bin/spotd run --imds-endpoint="$imds" --kube-api="$kube" --kube-token-file=/sim/token \
     --kube-ca-file=/sim/ca.crt --node-name=spot-node-1 --poll-interval=100ms \
     --health-addr=127.0.0.1:0 --log-target=stderr "$@" >"$log" 2>&1 &
   spotd_pid=$!

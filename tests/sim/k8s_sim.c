@@ -115,6 +115,8 @@ struct k8s_sim {
         size_t n_log;
         unsigned n_unauth, n_cluster_lists, n_conn;
         uint64_t evict_first, evict_last;
+        k8s_sim_terminate_hook_t hook; /* a pod began terminating */
+        void *hook_ud;
 };
 
 /* Per request: the body accumulated over the upload calls. */
@@ -833,8 +835,12 @@ static void pod_terminate(struct k8s_sim *s, struct pod *p, long long grace) {
         jset(md, "deletionTimestamp", cJSON_CreateString(ts));
         jset(md, "deletionGracePeriodSeconds", cJSON_CreateNumber((double)grace));
         set_rv(s, p->obj);
+        bool was_running = p->state == POD_RUNNING;
         p->state = grace == 0 ? POD_GONE : POD_TERMINATING;
         p->gone_at = at;
+        /* SIGTERM reaches the containers now: a TaskManager disconnects. */
+        if (was_running && s->hook)
+                s->hook(s->hook_ud, p->ns, p->name, cJSON_GetStringValue(jget(p->obj, "status", "podIP")));
 }
 
 static bool namespace_exists(struct k8s_sim *s, const char *ns) {
@@ -1842,4 +1848,34 @@ char *k8s_sim_log(struct k8s_sim *s) {
         pthread_mutex_unlock(&s->lock);
         fclose(f);
         return buf;
+}
+
+void k8s_sim_set_terminate_hook(struct k8s_sim *s, k8s_sim_terminate_hook_t fn, void *userdata) {
+        pthread_mutex_lock(&s->lock);
+        s->hook = fn;
+        s->hook_ud = userdata;
+        pthread_mutex_unlock(&s->lock);
+}
+
+void k8s_sim_set_pod_annotation(struct k8s_sim *s, const char *ns, const char *name, const char *key, const char *value) {
+        pthread_mutex_lock(&s->lock);
+        struct pod *p = find_pod(s, ns, name);
+        if (p) {
+                cJSON *md = jobj(p->obj, "metadata");
+                cJSON *a = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+                if (!a)
+                        a = cJSON_AddObjectToObject(md, "annotations");
+                cJSON_DeleteItemFromObjectCaseSensitive(a, key);
+                cJSON_AddStringToObject(a, key, value);
+                set_rv(s, p->obj);
+        }
+        pthread_mutex_unlock(&s->lock);
+}
+
+void k8s_sim_pod_ip(struct k8s_sim *s, const char *ns, const char *name, char *buf, size_t len) {
+        pthread_mutex_lock(&s->lock);
+        struct pod *p = find_pod(s, ns, name);
+        const char *ip = p ? cJSON_GetStringValue(jget(p->obj, "status", "podIP")) : NULL;
+        snprintf(buf, len, "%s", ip ? ip : "");
+        pthread_mutex_unlock(&s->lock);
 }

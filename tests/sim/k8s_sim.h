@@ -36,6 +36,15 @@ void k8s_sim_add_pod(struct k8s_sim *s, const char *ns, const char *name, const 
  * 429 until blocked_ms have passed (0: forever, UINT32_MAX: never blocks). */
 void k8s_sim_add_pdb(struct k8s_sim *s, const char *ns, const char *name, const char *labels, uint32_t blocked_ms);
 
+/* Called (under the simulator's lock: do not call back into it) when a
+ * running pod starts terminating after an eviction or delete. ip may be NULL. */
+typedef void (*k8s_sim_terminate_hook_t)(void *userdata, const char *ns, const char *name, const char *ip);
+void k8s_sim_set_terminate_hook(struct k8s_sim *s, k8s_sim_terminate_hook_t fn, void *userdata);
+/* Sets metadata.annotations[key] of a pod. */
+void k8s_sim_set_pod_annotation(struct k8s_sim *s, const char *ns, const char *name, const char *key, const char *value);
+/* Pod IP as served (status.podIP), copied into buf ("" if unknown). */
+void k8s_sim_pod_ip(struct k8s_sim *s, const char *ns, const char *name, char *buf, size_t len);
+
 /* Node state as JSON (the full object, as GET returns it); caller frees. */
 char *k8s_sim_node_json(struct k8s_sim *s, const char *name);
 /* Sets spec.unschedulable as another writer would (bumps resourceVersion). */
