@@ -58,6 +58,7 @@ struct cluster {
         char why[400];       /* degraded: why */
         bool degraded;
         const cJSON *adopted; /* originals from an annotation (own or another fenced node) */
+        bool resumed;         /* adopted from our own node: an earlier run of this agent changed the bounds */
         struct rescale_timeline tl;
 };
 
@@ -255,7 +256,13 @@ static void read_jobs(struct cluster *c) {
         c->st = C_JOBS;
         c->njobs = 0;
         for (size_t i = 0; i < c->nrefs; i++) {
-                if (strcmp(c->refs[i].state, "RUNNING") != 0)
+                /* Every job that holds or will hold slots, a restarting one too
+                 * (an earlier run of spotd may have just rescaled it). */
+                static const char *const ended[] = { "FINISHED", "CANCELED", "FAILED", "SUSPENDED", "CANCELLING", "FAILING" };
+                bool skip = false;
+                for (size_t e = 0; e < ELEMENTSOF(ended); e++)
+                        skip |= strcmp(c->refs[i].state, ended[e]) == 0;
+                if (skip)
                         continue;
                 struct fjob *j = &c->jobs[c->njobs++];
                 j->job = calloc(1, sizeof *j->job);
@@ -335,12 +342,15 @@ static void find_adopted(struct cluster *c) {
         for (size_t i = 0; i < n && !c->adopted; i++) {
                 const cJSON *ann = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(nodes[i], "metadata"), "annotations");
                 const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ann, c->ann));
-                if (v)
+                if (v) {
                         c->adopted = cJSON_Parse(v); /* owned: freed with the cluster */
+                        c->resumed = c->adopted && nodes[i] == c->r->own_node;
+                }
         }
 }
 
 static void recorded(struct cluster *c, struct fjob *unused, const struct k8s_response *x);
+static void begin_verify(struct cluster *c);
 
 static void plan_and_record(struct cluster *c) {
         struct plan_job pj[FLINK_MAX_JOBS];
@@ -394,6 +404,26 @@ static void plan_and_record(struct cluster *c) {
         }
         lctx(c, NULL, &lc);
         snprintf(w, sizeof w, "%u of %u slots leave", c->leaving, c->slots_total);
+        if (!any && c->resumed) {
+                /* An earlier run lowered the bounds and died: what it set is
+                 * in the annotation; check the job and restore. */
+                for (size_t i = 0; i < c->njobs; i++) {
+                        struct fjob *j = &c->jobs[i];
+                        const cJSON *aj = adopted_job(c, j->job->jid);
+                        for (size_t m = 0; m < j->nset; m++) {
+                                const cJSON *a = cJSON_GetObjectItemCaseSensitive(aj, j->set[m].vid);
+                                if (cJSON_GetArraySize(a) >= 3)
+                                        j->set[m].upper = (unsigned) cJSON_GetArrayItem(a, 2)->valuedouble;
+                        }
+                        j->put_ok = true;
+                }
+                log_full(LOG_INFO, MSG_RESCALE, &lc, "Flink cluster %s/%s: resuming after a restart; checking the jobs, then restoring",
+                         c->ns, c->app);
+                c->gate_open = true;
+                c->put_sent = true;
+                begin_verify(c);
+                return;
+        }
         if (!any) {
                 log_full(LOG_INFO, MSG_RESCALE, &lc, "Flink cluster %s/%s (Flink %u.%u): %s; the jobs fit in what remains, no rescale",
                          c->ns, c->app, c->major, c->minor, w);
@@ -801,10 +831,67 @@ static void nodes_listed(struct rescale *r, const struct k8s_response *x) {
         r->nodes_failed = !r->nodes_listed;
 }
 
+static bool url_ok(const char *u);
+
+/* A fence annotation of an earlier run whose TaskManagers are all gone:
+ * nothing to discover, only the bounds to give back. */
+static void add_restore_only(struct rescale *r, const char *key, const char *value) {
+        _cleanup_(cJSON_Deletep) cJSON *v = cJSON_Parse(value);
+        const char *url = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(v, "url"));
+        const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(v, "jobs"), *jit, *vit;
+        if (!url || !url_ok(url) || !cJSON_IsObject(jobs) || r->nc >= MAX_CLUSTERS || strlen(key) >= sizeof r->c[0]->ann)
+                return;
+        struct cluster *c = calloc(1, sizeof *c);
+        if (!c)
+                return;
+        c->r = r;
+        c->restore_only = true;
+        c->gate_open = true;
+        c->put_sent = true;
+        snprintf(c->url, sizeof c->url, "%s", url);
+        snprintf(c->ann, sizeof c->ann, "%s", key);
+        snprintf(c->app, sizeof c->app, "%s", key + strlen(FLINK_ANN_PREFIX));
+        snprintf(c->ns, sizeof c->ns, "?");
+        cJSON_ArrayForEach(jit, jobs) {
+                if (c->njobs >= FLINK_MAX_JOBS || !jit->string || !flink_id_valid(jit->string))
+                        continue;
+                struct fjob *j = &c->jobs[c->njobs];
+                if (!(j->job = calloc(1, sizeof *j->job)))
+                        break;
+                strcpy(j->job->jid, jit->string);
+                cJSON_ArrayForEach(vit, jit) {
+                        if (j->norig >= FLINK_MAX_VERTICES || !vit->string || !flink_id_valid(vit->string) || cJSON_GetArraySize(vit) < 3)
+                                continue;
+                        struct flink_bounds *o = &j->orig[j->norig++], *st = &j->set[j->nset++];
+                        strcpy(o->vid, vit->string);
+                        strcpy(st->vid, vit->string);
+                        o->lower = (unsigned) cJSON_GetArrayItem(vit, 0)->valuedouble;
+                        o->upper = (unsigned) cJSON_GetArrayItem(vit, 1)->valuedouble;
+                        st->lower = 1;
+                        st->upper = (unsigned) cJSON_GetArrayItem(vit, 2)->valuedouble;
+                }
+                j->put_ok = true;
+                c->njobs++;
+        }
+        r->c[r->nc++] = c;
+        log_full(LOG_INFO, MSG_RESCALE, &(struct log_ctx) { .event_id = r->event_id }, "Restoring the bounds an earlier run lowered (%s)", key);
+        restore(c);
+}
+
 void rescale_start(struct rescale *r) {
         if (r->started)
                 return;
         r->started = true;
+        const cJSON *a;
+        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r->own_node, "metadata"), "annotations")) {
+                bool known = false;
+                if (!a->string || strncmp(a->string, FLINK_ANN_PREFIX, strlen(FLINK_ANN_PREFIX)) != 0 || !cJSON_IsString(a))
+                        continue;
+                for (size_t i = 0; i < r->nc && !known; i++)
+                        known = strcmp(r->c[i]->ann, a->string) == 0;
+                if (!known)
+                        add_restore_only(r, a->string, a->valuestring);
+        }
         /* Cordoned nodes only: spotd's fences are among them. */
         struct rq *q = calloc(1, sizeof *q);
         if (q) {

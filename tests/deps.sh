@@ -7,7 +7,7 @@ set -euo pipefail
 SPOTD_PACKAGES=(
   build-essential cmake pkg-config
   libcurl4-openssl-dev libcjson-dev libmicrohttpd-dev libsystemd-dev libcriterion-dev
-  systemd curl ca-certificates openssl
+  libyaml-dev systemd curl ca-certificates openssl
 )
 
 spotd_install_packages() {

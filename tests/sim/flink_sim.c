@@ -392,7 +392,7 @@ static const struct route *route_find(const struct spec *sp, char **segs, size_t
 
 struct vctx {
         char path[192]; /* where we are: "body.ab12...parallelism.lowerBound" */
-        char err[384];
+        char err[512];
 };
 
 static bool verr(struct vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -467,9 +467,9 @@ static bool text_ok(struct vctx *v, const struct schema *sc, const char *s) {
         }
 }
 
-static const struct schema *own_prop(const struct schema *sc, const char *key) {
+static const struct prop *own_prop(const struct schema *sc, const char *key) {
         for (size_t i = 0; i < sc->n_props; i++)
-                if (strcmp(sc->props[i].name, key) == 0) return sc->props[i].s ? sc->props[i].s : sc;
+                if (strcmp(sc->props[i].name, key) == 0) return &sc->props[i];
         return NULL;
 }
 
@@ -567,10 +567,9 @@ static bool validate(struct vctx *v, bool response, const struct schema *sc, con
         bool strict = !open && (has_props(sc) || sc->closed) && !named_(sc, "SerializedThrowable");
         const cJSON *c;
         cJSON_ArrayForEach(c, j) {
-                const struct schema *ps = own_prop(sc, c->string);
-                if (ps == sc) continue; /* a property without a schema */
-                if (ps || sc->additional) {
-                        if (!validate_child(v, response, ps ? ps : sc->additional, c, c->string, 0)) return false;
+                const struct prop *pr = own_prop(sc, c->string);
+                if (pr || sc->additional) {
+                        if (!validate_child(v, response, pr ? pr->s : sc->additional, c, c->string, 0)) return false;
                 } else if (strict && !knows(sc, c->string))
                         return verr(v, "unknown field \"%s\"", c->string);
         }
@@ -813,9 +812,11 @@ static void advance(struct flink_sim *s, uint64_t now) {
                                 finish_restart(s, j, t);
                         else if (kind == RESCALE)
                                 try_rescale(s, j, t);
-                        else if ((tr->done = true) && tr->failed)
+                        else if (tr->failed) {
+                                tr->done = true;
                                 j->n_failed++;
-                        else {
+                        } else {
+                                tr->done = true;
                                 j->n_completed++;
                                 j->has_ckpt = true;
                                 j->ckpt_id = tr->ckpt_id;
@@ -855,7 +856,7 @@ struct answer {
         unsigned status;
         cJSON *json;
         char allow[64];      /* Allow header on 405 */
-        char violation[384]; /* non-empty: the request broke the spec */
+        char violation[512]; /* non-empty: the request broke the spec */
         bool unsimulated;
 };
 
@@ -881,9 +882,11 @@ static void fail(struct answer *a, unsigned status, const char *fmt, ...) {
         cJSON_AddItemToArray(cJSON_AddArrayToObject(a->json, "errors"), cJSON_CreateString(msg));
 }
 
-static void violation(struct answer *a, unsigned status, const char *msg) {
+/* Always false: a request that broke the spec. */
+static bool violation(struct answer *a, unsigned status, const char *msg) {
         snprintf(a->violation, sizeof a->violation, "%s", msg);
         fail(a, status, "%s", msg);
+        return false;
 }
 
 static cJSON *ok(struct answer *a, unsigned status, cJSON *json) {
@@ -921,7 +924,8 @@ static cJSON *task_counts(const struct flink_sim *s, const struct job *j, const 
         for (size_t i = 0; i < s->exec_states->n_enums; i++) {
                 char key[32];
                 snprintf(key, sizeof key, "%s", s->exec_states->enums[i]);
-                for (char *p = key; lower && *p; p++) *p = (char)(*p - 'A' + 'a') >= 'a' && *p >= 'A' && *p <= 'Z' ? (char)(*p - 'A' + 'a') : *p;
+                for (char *p = key; lower && *p; p++)
+                        if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
                 num(o, key, strcmp(s->exec_states->enums[i], cur) == 0 ? n : 0);
         }
         return o;
@@ -1160,52 +1164,66 @@ static void h_get_requirements(struct flink_sim *s, const struct call *c, struct
         }
 }
 
-/* The body already matches the schema: these are Flink's own checks. A
- * missing bound is 0 (Jackson leaves the int at 0), so "not positive". */
-static void h_put_requirements(struct flink_sim *s, const struct call *c, struct answer *a) {
-        struct job *j = c->job;
+/* Flink's own checks, once the body matched the schema. A missing bound is 0
+ * (Jackson leaves the int at 0): "not positive". Returns false with err set. */
+static bool requirements_ok(struct job *j, const cJSON *body, char *err, size_t len) {
         const cJSON *e;
-        cJSON_ArrayForEach(e, c->body)
-                if (!vertex_find(j, e->string))
-                        return fail(a, 400, "Vertex %s is not part of job %s.", e->string, j->jid);
+        cJSON_ArrayForEach(e, body)
+                if (!vertex_find(j, e->string)) {
+                        snprintf(err, len, "Vertex %s is not part of job %s.", e->string, j->jid);
+                        return false;
+                }
         for (size_t i = 0; i < j->n_v; i++) {
                 const struct vertex *v = &j->v[i];
-                const cJSON *p = cJSON_GetObjectItemCaseSensitive(c->body, v->id);
-                if (!p)
-                        return fail(a, 400, "The resource requirements must list every vertex: %s (%s) is missing.",
-                                    v->id, v->name);
-                if (!(p = cJSON_GetObjectItemCaseSensitive(p, "parallelism")))
-                        return fail(a, 400, "No parallelism given for vertex %s.", v->id);
+                const cJSON *p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, v->id),
+                                                                  "parallelism");
                 const cJSON *lo = cJSON_GetObjectItemCaseSensitive(p, "lowerBound");
                 const cJSON *hi = cJSON_GetObjectItemCaseSensitive(p, "upperBound");
                 int l = lo ? lo->valueint : 0, u = hi ? hi->valueint : 0;
-                if (l < 1 || u < 1)
-                        return fail(a, 400, "The parallelism bounds of vertex %s must be positive, got [%d, %d].",
-                                    v->id, l, u);
-                if (l > u)
-                        return fail(a, 400, "The lower bound %d of vertex %s is greater than its upper bound %d.",
-                                    l, v->id, u);
-                if ((unsigned)u > v->max_par)
-                        return fail(a, 400, "The upper bound %d of vertex %s exceeds its max parallelism %u.", u,
-                                    v->id, v->max_par);
+                if (!cJSON_GetObjectItemCaseSensitive(body, v->id))
+                        snprintf(err, len, "The resource requirements must list every vertex: %s (%s) is missing.",
+                                 v->id, v->name);
+                else if (!p)
+                        snprintf(err, len, "No parallelism given for vertex %s.", v->id);
+                else if (l < 1 || u < 1)
+                        snprintf(err, len, "The parallelism bounds of vertex %s must be positive, got [%d, %d].",
+                                 v->id, l, u);
+                else if (l > u)
+                        snprintf(err, len, "The lower bound %d of vertex %s is greater than its upper bound %d.", l,
+                                 v->id, u);
+                else if ((unsigned)u > v->max_par)
+                        snprintf(err, len, "The upper bound %d of vertex %s exceeds its max parallelism %u.", u,
+                                 v->id, v->max_par);
+                else
+                        continue;
+                return false;
         }
-        if (s->default_scheduler)
-                return fail(a, 500, "Changing the resource requirements of job %s needs the adaptive scheduler "
-                            "(jobmanager.scheduler: adaptive).", j->jid);
-        if (s->conflicts) {
+        return true;
+}
+
+static void h_put_requirements(struct flink_sim *s, const struct call *c, struct answer *a) {
+        struct job *j = c->job;
+        char err[384];
+        if (!requirements_ok(j, c->body, err, sizeof err))
+                fail(a, 400, "%s", err);
+        else if (s->default_scheduler)
+                fail(a, 500, "Changing the resource requirements of job %s needs the adaptive scheduler "
+                     "(jobmanager.scheduler: adaptive).", j->jid);
+        else if (s->conflicts) {
                 s->conflicts--;
-                return fail(a, 409, "Another update of the resource requirements of job %s is in progress.", j->jid);
+                fail(a, 409, "Another update of the resource requirements of job %s is in progress.", j->jid);
+        } else {
+                for (size_t i = 0; i < j->n_v; i++) {
+                        const cJSON *p = cJSON_GetObjectItemCaseSensitive(
+                                cJSON_GetObjectItemCaseSensitive(c->body, j->v[i].id), "parallelism");
+                        j->v[i].lower = (unsigned)cJSON_GetObjectItemCaseSensitive(p, "lowerBound")->valueint;
+                        j->v[i].upper = (unsigned)cJSON_GetObjectItemCaseSensitive(p, "upperBound")->valueint;
+                }
+                j->puts++;
+                if (!j->first_put) j->first_put = c->now;
+                want_rescale(s, j, c->now, true);
+                ok(a, 200, cJSON_CreateObject());
         }
-        for (size_t i = 0; i < j->n_v; i++) {
-                const cJSON *p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->body, j->v[i].id),
-                                                                  "parallelism");
-                j->v[i].lower = (unsigned)cJSON_GetObjectItemCaseSensitive(p, "lowerBound")->valueint;
-                j->v[i].upper = (unsigned)cJSON_GetObjectItemCaseSensitive(p, "upperBound")->valueint;
-        }
-        j->puts++;
-        if (!j->first_put) j->first_put = c->now;
-        want_rescale(s, j, c->now, true);
-        ok(a, 200, cJSON_CreateObject());
 }
 
 static struct trigger *trigger_find(struct job *j, const char *id) {
@@ -1218,9 +1236,11 @@ static void h_trigger(struct flink_sim *s, const struct call *c, struct answer *
         struct job *j = c->job;
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c->body, "checkpointType"));
         const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c->body, "triggerId"));
-        if (type && strcmp(type, "INCREMENTAL") == 0)
-                return fail(a, 400, "Flink does not support triggering incremental checkpoints explicitly. "
-                            "See FLINK-33723.");
+        if (type && strcmp(type, "INCREMENTAL") == 0) {
+                fail(a, 400, "Flink does not support triggering incremental checkpoints explicitly. "
+                     "See FLINK-33723.");
+                return;
+        }
         if (!trigger_find(j, id)) { /* a known triggerId: the same operation again */
                 j->tr = xrealloc(j->tr, (j->n_tr + 1) * sizeof *j->tr);
                 struct trigger *t = &j->tr[j->n_tr++];
@@ -1248,7 +1268,10 @@ static void h_trigger(struct flink_sim *s, const struct call *c, struct answer *
 static void h_trigger_status(struct flink_sim *s, const struct call *c, struct answer *a) {
         const struct trigger *t = trigger_find(c->job, pparam(c, "triggerid"));
         (void)s;
-        if (!t) return fail(a, 404, "Operation not found under key: %s", pparam(c, "triggerid"));
+        if (!t) {
+                fail(a, 404, "Operation not found under key: %s", pparam(c, "triggerid"));
+                return;
+        }
         cJSON *o = ok(a, 200, cJSON_CreateObject());
         cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "status"), "id", t->done ? "COMPLETED" : "IN_PROGRESS");
         if (!t->done) return;
@@ -1268,6 +1291,7 @@ static void h_trigger_status(struct flink_sim *s, const struct call *c, struct a
 
 static void h_checkpoint_stats(struct flink_sim *s, const struct call *c, struct answer *a) {
         const struct job *j = c->job;
+        (void)s;
         unsigned in_progress = 0, subtasks = 0;
         for (size_t i = 0; i < j->n_tr; i++) in_progress += !j->tr[i].done;
         for (size_t i = 0; i < j->n_v; i++) subtasks += j->v[i].par;
@@ -1366,22 +1390,21 @@ static bool blank(const struct request *rq) {
         return !rq->body || strspn(rq->body, " \t\r\n") == rq->len;
 }
 
-/* Checks a request against the spec, then runs its behaviour. Called locked. */
-static void dispatch(struct flink_sim *s, struct MHD_Connection *conn, const char *method, const char *url,
-                     const struct request *rq, struct answer *a, uint64_t now) {
-        const char *path = strncmp(url, "/v1/", 4) == 0 ? url + 3 : url; /* Flink serves both */
-        char buf[1024], *segs[SEGS_MAX], *p = buf + 1, msg[512];
+/* Checks a request against the spec: false with a violation answered, else
+ * the route, operation and parsed body (an empty one reads as {}, as Flink does). */
+static bool check_request(struct flink_sim *s, struct MHD_Connection *conn, const char *method, const char *url,
+                          const struct request *rq, struct answer *a, char **segs, const struct route **ret_r,
+                          const struct op **ret_op, cJSON **ret_body) {
+        char *p = segs[0] + 1; /* segs[0]: the path without /v1 and with its leading / */
         size_t n = 0;
         struct vctx v = { 0 };
-        if (strlen(path) >= sizeof buf) goto not_found;
-        strcpy(buf, path);
         /* Empty segments kept: "/jobs//x" and a trailing "/" match nothing. */
-        for (char *seg; (seg = strsep(&p, "/"));) {
-                if (n == SEGS_MAX) goto not_found;
-                segs[n++] = seg;
+        for (char *seg; n < SEGS_MAX && (seg = strsep(&p, "/"));) segs[n++] = seg;
+        const struct route *r = p ? NULL : route_find(&s->spec, segs, n);
+        if (!r) {
+                snprintf(v.err, sizeof v.err, "Not found: %s", url);
+                return violation(a, 404, v.err);
         }
-        const struct route *r = route_find(&s->spec, segs, n);
-        if (!r) goto not_found;
         const struct op *op = NULL;
         for (size_t i = 0; i < r->n_ops; i++) {
                 if (strcmp(r->ops[i].method, method) == 0) op = &r->ops[i];
@@ -1389,15 +1412,14 @@ static void dispatch(struct flink_sim *s, struct MHD_Connection *conn, const cha
                          i ? ", " : "", r->ops[i].method);
         }
         if (!op) {
-                snprintf(msg, sizeof msg, "Request method %s not allowed for %s.", method, r->tmpl);
-                return violation(a, 405, msg);
+                snprintf(v.err, sizeof v.err, "Request method %s not allowed for %s.", method, r->tmpl);
+                return violation(a, 405, v.err);
         }
         a->allow[0] = 0;
 
         for (size_t k = 0; k < n; k++) {
-                if (r->segs[k][0] != '{') continue;
                 size_t len = strlen(r->segs[k]) - 2;
-                for (size_t i = 0; i < op->n_params; i++)
+                for (size_t i = 0; r->segs[k][0] == '{' && i < op->n_params; i++)
                         if (strcmp(op->params[i].in, "path") == 0 && strlen(op->params[i].name) == len &&
                             strncmp(op->params[i].name, r->segs[k] + 1, len) == 0) {
                                 snprintf(v.path, sizeof v.path, "path parameter %s", op->params[i].name);
@@ -1410,25 +1432,43 @@ static void dispatch(struct flink_sim *s, struct MHD_Connection *conn, const cha
         for (size_t i = 0; i < op->n_params; i++)
                 if (op->params[i].required && strcmp(op->params[i].in, "query") == 0 &&
                     !MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, op->params[i].name)) {
-                        snprintf(msg, sizeof msg, "missing required query parameter %s", op->params[i].name);
-                        return violation(a, 400, msg);
-                }
-
-        cJSON *body = NULL;
-        if (op->has_body && op->body_json) {
-                if (blank(rq) && op->body_required) return violation(a, 400, "body: required");
-                /* Flink reads an empty body as {} (the body is optional in the spec). */
-                body = blank(rq) ? cJSON_CreateObject() : cJSON_ParseWithLength(rq->body, rq->len);
-                if (!body) return violation(a, 400, "body: not valid JSON");
-                snprintf(v.path, sizeof v.path, "body");
-                if (!validate(&v, false, op->body, body, false)) {
-                        cJSON_Delete(body);
+                        snprintf(v.err, sizeof v.err, "missing required query parameter %s", op->params[i].name);
                         return violation(a, 400, v.err);
                 }
-        } else if (!op->has_body && !blank(rq) && strcmp(rq->body, "{}") != 0) {
-                snprintf(msg, sizeof msg, "body: %s %s takes no request body", method, r->tmpl);
-                return violation(a, 400, msg);
+
+        *ret_r = r, *ret_op = op, *ret_body = NULL;
+        if (!op->has_body || !op->body_json) {
+                if (op->has_body || blank(rq) || strcmp(rq->body, "{}") == 0) return true;
+                snprintf(v.err, sizeof v.err, "body: %s %s takes no request body", method, r->tmpl);
+                return violation(a, 400, v.err);
         }
+        if (blank(rq) && op->body_required) return violation(a, 400, "body: required");
+        /* Trailing bytes are refused (Jackson would ignore them): the length
+         * given to cJSON must cover the NUL it checks for. */
+        cJSON *body = blank(rq) ? cJSON_CreateObject() : cJSON_ParseWithLengthOpts(rq->body, rq->len + 1, NULL, true);
+        if (!body) return violation(a, 400, "body: not valid JSON");
+        snprintf(v.path, sizeof v.path, "body");
+        if (!validate(&v, false, op->body, body, false)) {
+                cJSON_Delete(body);
+                return violation(a, 400, v.err);
+        }
+        *ret_body = body;
+        return true;
+}
+
+/* Runs the behaviour of a request that passed the spec checks. Called locked. */
+static void dispatch(struct flink_sim *s, struct MHD_Connection *conn, const char *method, const char *url,
+                     const struct request *rq, struct answer *a, uint64_t now) {
+        char buf[1024], *segs[SEGS_MAX] = { buf };
+        const struct route *r;
+        const struct op *op;
+        cJSON *body;
+        snprintf(buf, sizeof buf, "%s", strncmp(url, "/v1/", 4) == 0 ? url + 3 : url); /* Flink serves both */
+        if (url[0] != '/' || strlen(url) >= sizeof buf) {
+                violation(a, 404, "Not found: (a long or odd path)");
+                return;
+        }
+        if (!check_request(s, conn, method, url, rq, a, segs, &r, &op, &body)) return;
 
         struct call c = { .r = r, .segs = segs, .body = body, .now = now };
         const struct handler *h = NULL;
@@ -1443,7 +1483,7 @@ static void dispatch(struct flink_sim *s, struct MHD_Connection *conn, const cha
         else {
                 h->fn(s, &c, a);
                 /* Our own answer must match the version we claim to be. */
-                v = (struct vctx){ .path = "answer" };
+                struct vctx v = { .path = "answer" };
                 if (a->status / 100 == 2 && op->resp && !validate(&v, true, op->resp, a->json, false)) {
                         s->bad_answers++;
                         fprintf(stderr, "flink-sim: %s %s: the answer breaks the %s spec: %s\n", method, url,
@@ -1451,10 +1491,6 @@ static void dispatch(struct flink_sim *s, struct MHD_Connection *conn, const cha
                 }
         }
         cJSON_Delete(body);
-        return;
-not_found:
-        snprintf(msg, sizeof msg, "Not found: %s", url);
-        violation(a, 404, msg);
 }
 
 static void record(struct flink_sim *s, const char *method, const char *url, const struct answer *a) {
@@ -1647,7 +1683,9 @@ void flink_sim_add_taskmanager(struct flink_sim *s, const char *id, const char *
         /* New slots: the scheduler may scale jobs up; starved ones start now. */
         for (size_t i = 0; i < s->n_jobs; i++) {
                 struct job *j = &s->jobs[i];
-                if (j->state == J_RUNNING)
+                bool below = false;
+                for (size_t k = 0; k < j->n_v; k++) below |= j->v[k].par < j->v[k].upper;
+                if (j->state == J_RUNNING && below)
                         want_rescale(s, j, now, false);
                 else if (j->restart_until == UINT64_MAX)
                         j->restart_until = now;

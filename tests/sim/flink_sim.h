@@ -21,13 +21,20 @@ struct flink_sim_options {
         const char *spec_dir;      /* default: the folder of this file's flink-specs (compiled in) */
 };
 
+/* Loads the spec of the version's major.minor (-ENOENT: none vendored,
+ * -EINVAL: unparsable version or spec) and listens on 127.0.0.1, port 0. */
 int flink_sim_start(const struct flink_sim_options *o, struct flink_sim **ret);
+/* Same on a given port (0: any), for the standalone flink-sim. */
+int flink_sim_start_port(const struct flink_sim_options *o, uint16_t port, struct flink_sim **ret);
 struct flink_sim *flink_sim_stop(struct flink_sim *s);
 uint16_t flink_sim_port(const struct flink_sim *s);
 void flink_sim_url(const struct flink_sim *s, char *buf, size_t len); /* "http://127.0.0.1:PORT" */
 
 /* The cluster. A TaskManager id is the pod name (native mode) or
- * "<ip>:<port>-<6 hex>" (standalone); ip is the pod IP ("10.0.0.5"). */
+ * "<ip>:<port>-<6 hex>" (standalone); ip is the pod IP ("10.0.0.5"). Job and
+ * vertex ids must be 32 lower-case hex chars, as Flink's (the spec check
+ * rejects others in paths); a vertex starts with bounds [1, parallelism],
+ * max_parallelism 0 means 128, slot_sharing_group NULL means "default". */
 void flink_sim_add_taskmanager(struct flink_sim *s, const char *id, const char *ip, unsigned slots);
 /* A running job; its vertices are added next. */
 void flink_sim_add_job(struct flink_sim *s, const char *jid, const char *name);
@@ -48,7 +55,7 @@ void flink_sim_put_conflicts(struct flink_sim *s, unsigned count);
 void flink_sim_set_last_checkpoint_age(struct flink_sim *s, const char *jid, unsigned age_ms);
 
 /* Observations. */
-const char *flink_sim_job_state(struct flink_sim *s, const char *jid);   /* "RUNNING", "RESTARTING", ... (static) */
+const char *flink_sim_job_state(struct flink_sim *s, const char *jid);   /* "RUNNING", "RESTARTING" (static); NULL: no such job */
 unsigned flink_sim_vertex_parallelism(struct flink_sim *s, const char *jid, const char *vid);
 void flink_sim_bounds(struct flink_sim *s, const char *jid, const char *vid, unsigned *lower, unsigned *upper);
 unsigned flink_sim_checkpoints_triggered(struct flink_sim *s, const char *jid);
@@ -59,4 +66,9 @@ unsigned flink_sim_rescales(struct flink_sim *s, const char *jid);
 /* Monotonic usec of the first accepted PUT for the job (0: none). */
 uint64_t flink_sim_first_put(struct flink_sim *s, const char *jid);
 unsigned flink_sim_violations(struct flink_sim *s);                  /* requests that broke the spec */
-char *flink_sim_log(struct flink_sim *s);                            /* "METHOD path status [violation]" lines; free() */
+/* 2xx answers of the simulator itself that do not match the spec's response
+ * schema (minus its known flaws): a simulator bug, also told on stderr. */
+unsigned flink_sim_bad_answers(struct flink_sim *s);
+/* "METHOD path status" lines, the last 2000, with " violation: <what>" or
+ * " unsimulated" (a spec path the simulator answers 501); free(). */
+char *flink_sim_log(struct flink_sim *s);

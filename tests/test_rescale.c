@@ -1,0 +1,281 @@
+/* The Flink side end to end: the real spotd binary against the IMDS,
+ * Kubernetes API and Flink JobManager simulators. An eviction accepted by
+ * the Kubernetes simulator makes its TaskManager leave the Flink simulator,
+ * as SIGTERM does to a real one. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+
+#include "flink_sim.h"
+#include "helpers.h"
+#include "imds_sim.h"
+#include "k8s_sim.h"
+
+#define JOB1 "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+#define JOB2 "b1b2c3d4e5f60718293a4b5c6d7e8f90"
+#define VA "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
+#define VB "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"
+#define VC "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
+#define TM_LABELS "component=taskmanager,type=flink-native-kubernetes,app=orders"
+
+static struct imds_sim *imds;
+static struct k8s_sim *kube;
+static struct flink_sim *fl;
+static char a_imds[128], a_api[128], a_ca[1100], a_token[1100];
+
+static void on_terminate(void *ud, const char *ns, const char *name, const char *ip) {
+        flink_sim_pod_terminating(ud, name, ip);
+}
+
+static void start_sims(const struct flink_sim_options *fo) {
+        char url[64];
+        cr_assert_eq(imds_sim_start(NULL, &imds), 0);
+        imds_sim_url(imds, url, sizeof url);
+        snprintf(a_imds, sizeof a_imds, "--imds-endpoint=%s", url);
+        cr_assert_eq(k8s_sim_start(&(struct k8s_sim_options) { .grace_ms_per_s = 20 }, &kube), 0);
+        k8s_sim_url(kube, url, sizeof url);
+        snprintf(a_api, sizeof a_api, "--kube-api=%s", url);
+        snprintf(a_ca, sizeof a_ca, "--kube-ca-file=%s", k8s_sim_ca_file(kube));
+        snprintf(a_token, sizeof a_token, "--kube-token-file=%s", k8s_sim_token_file(kube));
+        cr_assert_eq(flink_sim_start(fo, &fl), 0);
+        k8s_sim_set_terminate_hook(kube, on_terminate, fl);
+}
+
+static void stop_sims(void) {
+        imds = imds_sim_stop(imds);
+        if (kube)
+                k8s_sim_set_terminate_hook(kube, NULL, NULL);
+        kube = k8s_sim_stop(kube);
+        fl = flink_sim_stop(fl);
+}
+
+TestSuite(rescale, .fini = stop_sims, .timeout = 120);
+
+/* n TaskManagers of cluster "orders" in namespace flink on node, 2 slots each. */
+static void add_tms(const char *node, int from, int n) {
+        char url[64];
+        flink_sim_url(fl, url, sizeof url);
+        for (int i = from; i < from + n; i++) {
+                char name[64], ip[48];
+                snprintf(name, sizeof name, "orders-taskmanager-1-%d", i);
+                k8s_sim_add_pod(kube, "flink", name, node, TM_LABELS, 30, "Deployment");
+                k8s_sim_set_pod_annotation(kube, "flink", name, "spotd.io/flink-rest-url", url);
+                k8s_sim_pod_ip(kube, "flink", name, ip, sizeof ip);
+                flink_sim_add_taskmanager(fl, name, ip, 2);
+        }
+}
+
+#define AGENT(node, imds_arg, ...) (char *[]) { "spotd", "run", imds_arg, a_api, a_ca, a_token, "--node-name=" node, \
+        "--poll-interval=50ms", "--log-target=stderr", "--log-format=json", "--health-addr=off",                    \
+        "--eviction-margin=10s", "--checkpoint-fresh=0s", ##__VA_ARGS__, NULL }
+
+static unsigned upper(const char *jid, const char *vid) {
+        unsigned lo = 0, up = 0;
+        flink_sim_bounds(fl, jid, vid, &lo, &up);
+        return up;
+}
+
+/* One job of parallelism 8 on 4 TaskManagers (8 slots), 2 of them on the
+ * reclaimed node: checkpoint, evict + lower, run at 4, restore to 8. */
+static void one_job(const char *version) {
+        struct proc p;
+        start_sims(&(struct flink_sim_options) { .version = version, .checkpoint_ms = 100, .restart_ms = 100 });
+        k8s_sim_add_node(kube, "node-a", NULL);
+        k8s_sim_add_node(kube, "node-b", NULL);
+        add_tms("node-a", 1, 2);
+        add_tms("node-b", 3, 2);
+        k8s_sim_add_pod(kube, "flink", "orders-jobmanager-0", "node-a",
+                        "component=jobmanager,type=flink-native-kubernetes,app=orders", 30, "ReplicaSet");
+        flink_sim_add_job(fl, JOB1, "orders");
+        flink_sim_add_vertex(fl, JOB1, VA, "source", 8, 128, NULL);
+        flink_sim_add_vertex(fl, JOB1, VB, "sink", 8, 128, NULL);
+
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", a_imds, "--verify-timeout=20s"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000), "%s", p.out);
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "TaskManager pods gone", 30000), "%s\n--- flink:\n%s", p.out, flink_sim_log(fl));
+
+        cr_assert_eq(flink_sim_violations(fl), 0, "every request follows the %s spec:\n%s", version, flink_sim_log(fl));
+        cr_assert_eq(flink_sim_checkpoints_completed(fl, JOB1), 1, "a fresh checkpoint");
+        uint64_t first_evict, last_evict, put = flink_sim_first_put(fl, JOB1);
+        k8s_sim_eviction_window(kube, &first_evict, &last_evict);
+        cr_assert_neq(put, 0);
+        if (version[0] == '1') {
+                cr_assert_gt(put, first_evict, "1.18-1.20: evict first");
+                cr_assert_lt(put - first_evict, 1000000, "then PUT within a second");
+        } else
+                cr_assert_lt(put, first_evict, "2.x: PUT first");
+        cr_assert(strstr(p.out, "runs on the remaining TaskManagers at the lower parallelism"), "%s", p.out);
+        cr_assert_eq(flink_sim_vertex_parallelism(fl, JOB1, VA), 4);
+        cr_assert_eq(flink_sim_vertex_parallelism(fl, JOB1, VB), 4);
+        cr_assert(strstr(p.out, "Restored the original bounds"), "%s", p.out);
+        cr_assert_eq(upper(JOB1, VA), 8, "restored");
+        cr_assert_eq(upper(JOB1, VB), 8);
+        cr_assert_str_eq(flink_sim_job_state(fl, JOB1), "RUNNING");
+        cr_assert_eq(k8s_sim_eviction_attempts(kube, "flink", "orders-jobmanager-0"), 0, "JobManager untouched");
+        cr_assert_eq(k8s_sim_eviction_attempts(kube, "flink", "orders-taskmanager-1-3"), 0, "other node untouched");
+        char *n = k8s_sim_node_json(kube, "node-a");
+        cr_assert_null(strstr(n, "flink.spotd.io/"), "originals annotation cleared after restore: %s", n);
+        free(n);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+Test(rescale, one_job_flink_1_18) { one_job("1.18.1"); }
+Test(rescale, one_job_flink_2_0) { one_job("2.0.0"); }
+
+Test(rescale, session_cluster_two_jobs_and_slot_sharing_groups) {
+        struct proc p;
+        start_sims(&(struct flink_sim_options) { .version = "1.20.0", .checkpoint_ms = 50, .restart_ms = 100 });
+        k8s_sim_add_node(kube, "node-a", NULL);
+        k8s_sim_add_node(kube, "node-b", NULL);
+        add_tms("node-a", 1, 2); /* 4 slots leave */
+        add_tms("node-b", 3, 3); /* 6 stay */
+        flink_sim_add_job(fl, JOB1, "orders");
+        flink_sim_add_vertex(fl, JOB1, VA, "source", 4, 128, "ssg-a");
+        flink_sim_add_vertex(fl, JOB1, VB, "agg", 2, 128, "ssg-b");   /* job1 needs 4 + 2 = 6 */
+        flink_sim_add_job(fl, JOB2, "clicks");
+        flink_sim_add_vertex(fl, JOB2, VC, "all", 4, 128, NULL);       /* job2 needs 4: 10 in all */
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", a_imds, "--verify-timeout=10s"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "TaskManager pods gone", 30000), "%s", p.out);
+        cr_assert_eq(flink_sim_violations(fl), 0, "%s", flink_sim_log(fl));
+        /* 6 slots left for needs 6 and 4: 4 and 2, by weight after one per group */
+        unsigned a = flink_sim_vertex_parallelism(fl, JOB1, VA), b = flink_sim_vertex_parallelism(fl, JOB1, VB),
+                 c = flink_sim_vertex_parallelism(fl, JOB2, VC);
+        cr_assert_leq(a + b + c, 6, "fits the 6 slots left: %u + %u + %u", a, b, c);
+        cr_assert(a >= 1 && b >= 1 && c >= 1);
+        cr_assert_eq(flink_sim_checkpoints_completed(fl, JOB1), 1);
+        cr_assert_eq(flink_sim_checkpoints_completed(fl, JOB2), 1);
+        cr_assert_eq(upper(JOB1, VA), 4, "restored");
+        cr_assert_eq(upper(JOB2, VC), 4, "restored");
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+Test(rescale, jobmanager_unreachable_still_evicts_in_time) {
+        struct proc p;
+        start_sims(&(struct flink_sim_options) { .version = "1.18.1" });
+        k8s_sim_add_node(kube, "node-a", NULL);
+        add_tms("node-a", 1, 2);
+        flink_sim_set_down(fl, true);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", a_imds, "--flink-timeout=1s"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        usec_t t0 = now_monotonic();
+        cr_assert(proc_wait_for_n(&p, "Evicted pod", 2, 10000), "%s", p.out);
+        cr_assert_lt(now_monotonic() - t0, 3 * USEC_PER_SEC, "no waiting on a dead JobManager");
+        cr_assert(strstr(p.out, "evicting its TaskManagers without rescaling"), "%s", p.out);
+        cr_assert(proc_wait_for(&p, "handled: 2 TaskManager pods gone", 10000), "%s", p.out);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+Test(rescale, slow_checkpoint_abandoned_evictions_on_time) {
+        struct proc p;
+        start_sims(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 20000 });
+        k8s_sim_add_node(kube, "node-a", NULL);
+        k8s_sim_add_node(kube, "node-b", NULL);
+        add_tms("node-a", 1, 1);
+        add_tms("node-b", 2, 1);
+        flink_sim_add_job(fl, JOB1, "orders");
+        flink_sim_add_vertex(fl, JOB1, VA, "all", 4, 128, NULL);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", a_imds, "--checkpoint-timeout=1s"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        usec_t t0 = now_monotonic();
+        cr_assert(proc_wait_for(&p, "Evicted pod", 10000), "%s", p.out);
+        usec_t waited = now_monotonic() - t0;
+        cr_assert(waited > 900 * USEC_PER_MSEC && waited < 3 * USEC_PER_SEC, "evicted after %llu ms",
+                  (unsigned long long) (waited / 1000));
+        cr_assert(strstr(p.out, "not done within its budget"), "%s", p.out);
+        cr_assert_eq(flink_sim_checkpoints_completed(fl, JOB1), 0);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+Test(rescale, default_scheduler_plain_eviction) {
+        struct proc p;
+        start_sims(&(struct flink_sim_options) { .version = "1.18.1", .default_scheduler = true });
+        k8s_sim_add_node(kube, "node-a", NULL);
+        add_tms("node-a", 1, 1);
+        flink_sim_add_job(fl, JOB1, "orders");
+        flink_sim_add_vertex(fl, JOB1, VA, "all", 2, 128, NULL);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", a_imds), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "handled: 1 TaskManager pods gone", 10000), "%s", p.out);
+        cr_assert(strstr(p.out, "the job runs the default scheduler"), "%s", p.out);
+        cr_assert_eq(flink_sim_puts(fl, JOB1), 0, "no PUT to a default scheduler");
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+Test(rescale, restart_mid_plan_restores_originals) {
+        struct proc p;
+        /* The rescale takes 3 s to settle: time to kill the agent in between. */
+        start_sims(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 3000 });
+        k8s_sim_add_node(kube, "node-a", NULL);
+        k8s_sim_add_node(kube, "node-b", NULL);
+        add_tms("node-a", 1, 2);
+        add_tms("node-b", 3, 2);
+        flink_sim_add_job(fl, JOB1, "orders");
+        flink_sim_add_vertex(fl, JOB1, VA, "all", 8, 128, NULL);
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 600, 0);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", a_imds), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Lowered the bounds", 15000), "%s", p.out);
+        kill(p.pid, SIGKILL);
+        proc_stop(&p, 0, 2000);
+        proc_free(&p);
+        cr_assert_eq(upper(JOB1, VA), 4, "left lowered by the killed agent");
+        char *n = k8s_sim_node_json(kube, "node-a");
+        cr_assert(strstr(n, "flink.spotd.io/"), "originals recorded before the change: %s", n);
+        free(n);
+
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", a_imds), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Restored the original bounds", 20000), "%s", p.out);
+        cr_assert_eq(upper(JOB1, VA), 8, "the restarted agent restored the recorded original");
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+Test(rescale, two_agents_two_nodes_converge) {
+        struct imds_sim *imds_b;
+        struct proc pa, pb;
+        char url[64], b_imds[128];
+        start_sims(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 100 });
+        cr_assert_eq(imds_sim_start(&(struct imds_sim_options) { .instance_id = "i-0bbbbbbbbbbbbbbb0" }, &imds_b), 0);
+        imds_sim_url(imds_b, url, sizeof url);
+        snprintf(b_imds, sizeof b_imds, "--imds-endpoint=%s", url);
+        k8s_sim_add_node(kube, "node-a", NULL);
+        k8s_sim_add_node(kube, "node-b", NULL);
+        k8s_sim_add_node(kube, "node-c", NULL);
+        add_tms("node-a", 1, 2);
+        add_tms("node-b", 3, 2);
+        add_tms("node-c", 5, 2);
+        flink_sim_add_job(fl, JOB1, "orders");
+        flink_sim_add_vertex(fl, JOB1, VA, "all", 12, 128, NULL);
+        cr_assert_eq(proc_spawn(&pa, AGENT("node-a", a_imds, "--verify-timeout=10s"), NULL), 0);
+        cr_assert_eq(proc_spawn(&pb, AGENT("node-b", b_imds, "--verify-timeout=10s"), NULL), 0);
+        cr_assert(proc_wait_for(&pa, "Watching instance", 5000));
+        cr_assert(proc_wait_for(&pb, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        imds_sim_set_spot(imds_b, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&pa, "TaskManager pods gone", 30000), "%s", pa.out);
+        cr_assert(proc_wait_for(&pb, "TaskManager pods gone", 30000), "%s", pb.out);
+        cr_assert_eq(flink_sim_violations(fl), 0, "%s", flink_sim_log(fl));
+        cr_assert_eq(flink_sim_vertex_parallelism(fl, JOB1, VA), 4, "runs on node-c's 4 slots");
+        cr_assert_eq(upper(JOB1, VA), 12, "the original is what comes back, not an intermediate bound");
+        cr_assert_lt(flink_sim_puts(fl, JOB1), 10, "no 409 livelock: %u PUTs", flink_sim_puts(fl, JOB1));
+        for (int i = 1; i <= 4; i++) {
+                char name[64];
+                snprintf(name, sizeof name, "orders-taskmanager-1-%d", i);
+                cr_assert_eq(k8s_sim_evictions(kube, "flink", name), 1, "%s", name);
+        }
+        cr_assert_eq(k8s_sim_eviction_attempts(kube, "flink", "orders-taskmanager-1-5"), 0);
+        cr_assert_eq(proc_stop(&pa, SIGTERM, 5000), 0);
+        cr_assert_eq(proc_stop(&pb, SIGTERM, 5000), 0);
+        proc_free(&pa);
+        proc_free(&pb);
+        imds_sim_stop(imds_b);
+}
