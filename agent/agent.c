@@ -306,7 +306,7 @@ static void poll_round(struct agent *a) {
         if (reached && a->have_instance)
                 handler_round(a->handler, ids, a->nev);
         status_poll_done(a->status, now_realtime(), now_monotonic(), reached);
-        status_set_state(a->status, handler_busy(a->handler) ? "handling" : a->nev ? "handled" : "watching");
+
 }
 
 static void signal_mask(sigset_t *mask) {
@@ -489,6 +489,8 @@ int agent_run(const struct config *cfg) {
                                 poll_round(&a);
                 }
                 handler_tick(a.handler);
+                /* After every step, so /status never lags the handling. */
+                status_set_state(a.status, handler_busy(a.handler) ? "handling" : a.nev ? "handled" : "watching");
         }
 
 finish:

@@ -5,6 +5,7 @@
 
 #include "helpers.h"
 #include "imds_sim.h"
+#include "flink_sim.h"
 #include "k8s_sim.h"
 
 static usec_t T0;
@@ -75,6 +76,25 @@ static void show_node(struct k8s_sim *kube) {
         free(s);
 }
 
+static void on_terminate(void *ud, const char *ns, const char *name, const char *ip) {
+        flink_sim_pod_terminating(strcmp(ns, "flink") == 0 ? ((struct flink_sim **) ud)[0] : ((struct flink_sim **) ud)[1],
+                                  name, ip);
+}
+
+#define ORDERS_JOB "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+#define CLICKS_JOB "c1c2c3d4e5f60718293a4b5c6d7e8f90"
+#define V_SRC "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
+#define V_SINK "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"
+#define V_ALL "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
+
+static void show_job(struct flink_sim *fl, const char *cluster, const char *jid, const char *vid) {
+        unsigned lo, up;
+        flink_sim_bounds(fl, jid, vid, &lo, &up);
+        say("flink", "%-16s job %.8s...: %-10s parallelism %u, bounds [%u, %u], checkpoints %u, failovers %u, rescales %u",
+            cluster, jid, flink_sim_job_state(fl, jid), flink_sim_vertex_parallelism(fl, jid, vid), lo, up,
+            flink_sim_checkpoints_completed(fl, jid), flink_sim_restarts(fl, jid), flink_sim_rescales(fl, jid));
+}
+
 static const char *const pods[][4] = {
         /* namespace, name, labels, owner */
         { "flink", "orders-taskmanager-1-1", "component=taskmanager,type=flink-native-kubernetes,app=orders", "Deployment" },
@@ -93,6 +113,7 @@ static const char *const pods[][4] = {
 int main(void) {
         struct imds_sim *sim;
         struct k8s_sim *kube;
+        struct flink_sim *fls[2];
         struct proc p;
         char url[64], ep[128], api[128], ca[1100], tok[1100], *body = NULL;
         size_t shown = 0;
@@ -100,8 +121,8 @@ int main(void) {
 
         setvbuf(stdout, NULL, _IOLBF, 0);
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        printf("spotd demo: the real spotd binary against the bundled EC2 metadata and Kubernetes API simulators\n"
-               "(loopback only)\n\n");
+        printf("spotd demo: the real spotd binary against the bundled EC2 metadata, Kubernetes API and Flink\n"
+               "JobManager simulators (loopback only)\n\n");
         T0 = now_realtime();
         if (imds_sim_start(&(struct imds_sim_options) { .require_v2 = true }, &sim) < 0 ||
             k8s_sim_start(&(struct k8s_sim_options) { .grace_ms_per_s = 50 }, &kube) < 0) {
@@ -120,6 +141,49 @@ int main(void) {
                 k8s_sim_add_pod(kube, pods[i][0], pods[i][1], "ip-10-0-1-23.ec2.internal", pods[i][2],
                                 30, pods[i][3]);
         k8s_sim_add_pdb(kube, "web", "checkout", "app=checkout", 0);
+        /* Two Flink clusters: orders (native, Flink 1.18) and clicks
+         * (operator standalone, Flink 2.0), each with 3 TaskManagers on this
+         * node and 3 on another, 2 slots each. */
+        if (flink_sim_start(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 300, .restart_ms = 400 }, &fls[0]) < 0 ||
+            flink_sim_start(&(struct flink_sim_options) { .version = "2.0.0", .checkpoint_ms = 300, .restart_ms = 400 }, &fls[1]) < 0) {
+                fprintf(stderr, "cannot start the Flink simulators\n");
+                return 1;
+        }
+        k8s_sim_add_node(kube, "ip-10-0-2-77.ec2.internal", "eks.amazonaws.com/capacityType=SPOT");
+        for (int c = 0; c < 2; c++) {
+                char furl[64];
+                flink_sim_url(fls[c], furl, sizeof furl);
+                for (int i = 0; i < 6; i++) {
+                        char name[64], ip[48];
+                        const char *ns = c ? "analytics" : "flink";
+                        if (i < 3)
+                                snprintf(name, sizeof name, "%s", pods[c * 3 + i][1]);
+                        else {
+                                snprintf(name, sizeof name, c ? "clicks-taskmanager-%d" : "orders-taskmanager-1-%d", i + 1);
+                                k8s_sim_add_pod(kube, ns, name, "ip-10-0-2-77.ec2.internal", pods[c * 3][2], 30, "Deployment");
+                        }
+                        k8s_sim_set_pod_annotation(kube, ns, name, "spotd.io/flink-rest-url", furl);
+                        k8s_sim_pod_ip(kube, ns, name, ip, sizeof ip);
+                        if (c) { /* standalone ids carry the IP, not the pod name */
+                                char id[96];
+                                snprintf(id, sizeof id, "%s:6122-%06x", ip, i + 0xa1b2c0);
+                                flink_sim_add_taskmanager(fls[c], id, ip, 2);
+                        } else
+                                flink_sim_add_taskmanager(fls[c], name, ip, 2);
+                }
+        }
+        flink_sim_add_job(fls[0], ORDERS_JOB, "orders");
+        flink_sim_add_vertex(fls[0], ORDERS_JOB, V_SRC, "kafka-source", 12, 128, NULL);
+        flink_sim_add_vertex(fls[0], ORDERS_JOB, V_SINK, "sink", 12, 128, NULL);
+        flink_sim_add_job(fls[1], CLICKS_JOB, "clicks");
+        flink_sim_add_vertex(fls[1], CLICKS_JOB, V_ALL, "sessionize", 12, 128, NULL);
+        k8s_sim_set_terminate_hook(kube, on_terminate, fls);
+        flink_sim_url(fls[0], url, sizeof url);
+        say("simulator", "Flink 1.18 JobManager of flink/orders on %s: 6 TaskManagers (12 slots), job at parallelism 12", url);
+        flink_sim_url(fls[1], url, sizeof url);
+        say("simulator", "Flink 2.0 JobManager of analytics/clicks on %s: 6 TaskManagers (12 slots), job at parallelism 12", url);
+        show_job(fls[0], "flink/orders", ORDERS_JOB, V_SRC);
+        show_job(fls[1], "analytics/clicks", CLICKS_JOB, V_ALL);
         say("simulator", "Kubernetes API on %s (TLS, bearer token): node ip-10-0-1-23.ec2.internal with %zu pods: "
                          "6 TaskManagers of 2 Flink clusters, a JobManager, 2 DaemonSet pods, 2 web pods (one PDB-guarded)",
             url, ELEMENTSOF(pods));
@@ -146,7 +210,7 @@ int main(void) {
         say("simulator", "SPOT INTERRUPTION NOTICE posted: {\"action\": \"terminate\", \"time\": \"%s\"}", when);
         ok &= expect(&p, &shown, "Spot interruption notice", 3000);
         ok &= expect(&p, &shown, "cordoned and tainted", 3000);
-        ok &= expect(&p, &shown, "TaskManager pods gone", 15000);
+        ok &= expect(&p, &shown, "TaskManager pods gone", 30000);
         printf("\n");
 
         if (http_get_port(port, "/status", &body) == 200) {
@@ -184,6 +248,17 @@ int main(void) {
         ok &= h == 200 && r == 200;
 
         printf("\n");
+        show_job(fls[0], "flink/orders", ORDERS_JOB, V_SRC);
+        show_job(fls[1], "analytics/clicks", CLICKS_JOB, V_ALL);
+        for (int c = 0; c < 2; c++) {
+                const char *jid = c ? CLICKS_JOB : ORDERS_JOB, *vid = c ? V_ALL : V_SRC;
+                unsigned lo, up;
+                flink_sim_bounds(fls[c], jid, vid, &lo, &up);
+                ok &= strcmp(flink_sim_job_state(fls[c], jid), "RUNNING") == 0 && flink_sim_vertex_parallelism(fls[c], jid, vid) == 6 &&
+                      up == 12 && flink_sim_checkpoints_completed(fls[c], jid) >= 1 && flink_sim_violations(fls[c]) == 0;
+        }
+        say("flink", "both jobs kept running on the 6 surviving slots; bounds back at 12, so they grow back when new "
+                     "TaskManagers register; requests off the OpenAPI spec: %u", flink_sim_violations(fls[0]) + flink_sim_violations(fls[1]));
         show_node(kube);
         for (size_t i = 0; i < ELEMENTSOF(pods); i++) {
                 static const char *const states[] = { "running", "terminating", "gone" };
@@ -202,7 +277,10 @@ int main(void) {
                             : "demo FAILED: a step above is missing");
         proc_free(&p);
         imds_sim_stop(sim);
+        k8s_sim_set_terminate_hook(kube, NULL, NULL);
         k8s_sim_stop(kube);
+        flink_sim_stop(fls[0]);
+        flink_sim_stop(fls[1]);
         curl_global_cleanup();
         return ok ? 0 : 1;
 }
