@@ -996,7 +996,9 @@ static void begin_event(struct handler *h, const struct event *e, enum event_act
 }
 
 static void advance(struct handler *h) {
-        if (h->inflight)
+        /* The next step reuses the pod table and frees the rescale: never
+         * while a request of theirs can still call back. */
+        if (h->inflight || rescale_busy(h->rs))
                 return;
         if (h->undo_queued && (h->phase == PH_IDLE || h->phase == PH_DONE)) {
                 h->undo_queued = false;

@@ -59,6 +59,7 @@ struct cluster {
         bool degraded;
         const cJSON *adopted; /* originals from an annotation (own or another fenced node) */
         bool resumed;         /* adopted from our own node: an earlier run of this agent changed the bounds */
+        bool keep_annotation; /* a restore failed: the originals stay recorded for a later run */
         struct rescale_timeline tl;
 };
 
@@ -572,7 +573,13 @@ static void send_puts(struct cluster *c) {
                 put_bounds(c, &c->jobs[i], c->jobs[i].set, c->jobs[i].nset, put_answered);
 }
 
+static void restore(struct cluster *c);
+
 static void begin_verify(struct cluster *c) {
+        if (c->r->cfg->dry_run) {
+                restore(c); /* nothing was lowered: nothing to wait for */
+                return;
+        }
         c->st = C_VERIFY;
         c->verify_until = now_monotonic() + c->r->cfg->verify_timeout;
         c->due = now_monotonic() + VERIFY_STEP;
@@ -669,6 +676,7 @@ static void restore_put_answered(struct cluster *c, struct fjob *j, const struct
         char w[256];
         why_of(x, w, sizeof w);
         j->restored = true; /* given up: the annotation keeps the originals for a later run */
+        c->keep_annotation = true;
         c->why[0] = 0;
         log_full(LOG_ERR, MSG_RESCALE, &lc, "Cannot restore the bounds of job %s: %s (originals kept in annotation %s)",
                  j->job->jid, w, c->ann);
@@ -815,8 +823,12 @@ static void cluster_tick(struct cluster *c) {
                 bool all = true;
                 for (size_t i = 0; i < c->njobs; i++)
                         all &= c->jobs[i].restored;
-                if (all && !c->inflight)
-                        clear_annotation(c);
+                if (all && !c->inflight) {
+                        if (c->keep_annotation)
+                                c->st = C_DONE;
+                        else
+                                clear_annotation(c);
+                }
                 break;
         }
         default:
@@ -1187,4 +1199,8 @@ void *rescale_jobs_json(const struct rescale *r) {
                 }
         }
         return arr;
+}
+
+bool rescale_busy(const struct rescale *r) {
+        return r && r->inflight > 0;
 }

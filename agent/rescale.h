@@ -44,6 +44,8 @@ void rescale_evicted(struct rescale *r, int c);
 void rescale_tick(struct rescale *r);
 usec_t rescale_next_wakeup(const struct rescale *r);
 bool rescale_done(const struct rescale *r);
+/* Requests in flight: the rescale must not be freed before they end. */
+bool rescale_busy(const struct rescale *r);
 /* One line per cluster for the summary: outcome and timeline. */
 void rescale_summary(const struct rescale *r, char *buf, size_t len);
 /* The jobs for the webhook: a cJSON array (caller deletes) of
