@@ -2,8 +2,10 @@
  * Kubernetes API and Flink JobManager simulators. An eviction accepted by
  * the Kubernetes simulator makes its TaskManager leave the Flink simulator,
  * as SIGTERM does to a real one. */
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 
 #include "flink_sim.h"
 #include "helpers.h"
@@ -278,4 +280,94 @@ Test(rescale, two_agents_two_nodes_converge) {
         proc_free(&pa);
         proc_free(&pb);
         imds_sim_stop(imds_b);
+}
+
+/* A webhook receiver on loopback: keeps the bodies and one header. */
+#include <microhttpd.h>
+#include <pthread.h>
+
+struct sink {
+        struct MHD_Daemon *d;
+        pthread_mutex_t lock;
+        char *bodies[8];
+        char auth[128];
+        unsigned n;
+        char buf[65536];
+        size_t len;
+};
+
+static enum MHD_Result sink_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                    const char *version, const char *data, size_t *size, void **state) {
+        struct sink *s = cls;
+        if (!*state) {
+                *state = s;
+                s->len = 0;
+                return MHD_YES;
+        }
+        if (*size) {
+                size_t n = *size < sizeof s->buf - 1 - s->len ? *size : sizeof s->buf - 1 - s->len;
+                memcpy(s->buf + s->len, data, n);
+                s->len += n;
+                *size = 0;
+                return MHD_YES;
+        }
+        pthread_mutex_lock(&s->lock);
+        const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+        snprintf(s->auth, sizeof s->auth, "%s", a ? a : "");
+        s->buf[s->len] = 0;
+        if (s->n < 8 && strcmp(method, "POST") == 0)
+                s->bodies[s->n++] = strdup(s->buf);
+        pthread_mutex_unlock(&s->lock);
+        struct MHD_Response *r = MHD_create_response_from_buffer(2, "{}", MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        return ret;
+}
+
+Test(rescale, webhook_signal_at_notice_and_completion) {
+        struct proc p;
+        static struct sink s = { .lock = PTHREAD_MUTEX_INITIALIZER };
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        s.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, sink_handler, &s, MHD_OPTION_SOCK_ADDR, &sa,
+                               MHD_OPTION_END);
+        cr_assert_not_null(s.d);
+        char hook[128];
+        snprintf(hook, sizeof hook, "--webhook-url=http://127.0.0.1:%u/spot", MHD_get_daemon_info(s.d, MHD_DAEMON_INFO_BIND_PORT)->port);
+        start_sims(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 50 });
+        k8s_sim_add_node(kube, "node-a", NULL);
+        k8s_sim_add_node(kube, "node-b", NULL);
+        add_tms("node-a", 1, 1);
+        add_tms("node-b", 2, 1);
+        flink_sim_add_job(fl, JOB1, "orders");
+        flink_sim_add_vertex(fl, JOB1, VA, "all", 4, 128, NULL);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", a_imds, hook, "--webhook-header=Authorization: Bearer hook-secret-42"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "TaskManager pods gone", 30000), "%s", p.out);
+        cr_assert(eventually(s.n == 2, 5000), "two signals, got %u: %s", s.n, p.out);
+        cr_assert_str_eq(s.auth, "Bearer hook-secret-42");
+        cr_assert_null(strstr(p.out, "hook-secret-42"), "the header never reaches the logs");
+
+        cJSON *n = cJSON_Parse(s.bodies[0]), *c = cJSON_Parse(s.bodies[1]);
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(n, "type")), "notice");
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(n, "node")), "node-a");
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(n, "event"), "id")),
+                         "spot-i-0123456789abcdef0-terminate");
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(c, "type")), "completed");
+        cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(c, "pods")), 1);
+        cJSON *job = cJSON_GetArrayItem(cJSON_GetObjectItem(c, "jobs"), 0);
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(job, "job_id")), JOB1);
+        cr_assert_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(job, "old_bounds"), VA), 1)->valueint, 4);
+        cr_assert_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(job, "new_bounds"), VA), 1)->valueint, 2);
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(job, "outcome")), "verified");
+        cJSON *tl = cJSON_GetObjectItem(c, "timeline");
+        cr_assert_not_null(cJSON_GetObjectItem(tl, "fenced"));
+        cr_assert_not_null(cJSON_GetObjectItem(tl, "bounds_lowered"));
+        cr_assert_not_null(cJSON_GetObjectItem(tl, "bounds_restored"));
+        cr_assert_not_null(cJSON_GetObjectItem(c, "outcome"));
+        cJSON_Delete(n);
+        cJSON_Delete(c);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+        MHD_stop_daemon(s.d);
 }
