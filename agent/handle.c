@@ -73,6 +73,7 @@ struct handler {
         enum event_action action;
         enum phase phase;
         unsigned attempts;
+        bool fence_warned;    /* a fence failure of this event was logged */
         usec_t due;           /* monotonic: next step of the node-level phase */
         usec_t margin_at;     /* monotonic: evictions must be accepted by then */
         usec_t deadline_at;   /* monotonic: the instance goes away */
@@ -360,13 +361,18 @@ static void fence_written(struct handler *h, struct pod *p, const struct k8s_res
                 h->due = now_monotonic() + backoff_delay(10 * USEC_PER_MSEC, 200 * USEC_PER_MSEC, h->attempts);
                 return;
         }
-        if (retryable(r) && ++h->attempts < 5) {
+        char why[400];
+        describe(r, why, sizeof why);
+        /* A 401 outlived the client's re-read of the token: the kubelet may
+         * rotate it any moment, so it is retried like a server fault. */
+        if ((retryable(r) || r->status == 401) && ++h->attempts < 5) {
+                if (!h->fence_warned) /* once per event, not per retry */
+                        log_full(LOG_ERR, MSG_K8S_ERROR, &c, "Cannot fence node %s (%s); retrying", h->cfg->node_name, why);
+                h->fence_warned = true;
                 h->phase = PH_FENCE_READ;
                 h->due = now_monotonic() + backoff_delay(RETRY_BASE, 2 * USEC_PER_SEC, h->attempts);
                 return;
         }
-        char why[400];
-        describe(r, why, sizeof why);
         /* Evictions never wait on the fence. */
         log_full(LOG_ERR, MSG_K8S_ERROR, &c, "Cannot fence node %s (%s); evicting TaskManagers anyway",
                  h->cfg->node_name, why);
@@ -435,7 +441,7 @@ static void fence_read(struct handler *h, struct pod *p, const struct k8s_respon
         if (!node) {
                 struct k8s_response bad = *r;
                 if (!r->err && r->status == 200)
-                        bad.status = 502; /* not a node: treat like a server fault */
+                        bad.err = -EBADMSG; /* not a node: logged as such, retried like a transport failure */
                 fence_written(h, NULL, &bad);
                 return;
         }
@@ -667,10 +673,12 @@ static void evicted(struct handler *h, struct pod *p, const struct k8s_response 
                 }
                 return;
         }
-        if (next >= h->margin_at) {
+        if (now_monotonic() >= h->margin_at) {
                 give_up(h, p, why);
                 return;
         }
+        if (next > h->margin_at)
+                next = h->margin_at; /* one last try at the margin itself */
         if (!p->warned) {
                 p->warned = true;
                 log_full(LOG_WARNING, MSG_EVICTION_BLOCKED, &c, "Eviction of pod %s/%s %s (%s); retrying for %lds more",
@@ -831,7 +839,8 @@ static void done_written(struct handler *h, struct pod *unused, const struct k8s
 }
 
 static void finish(struct handler *h) {
-        h->tl.gone = now_realtime();
+        if (!h->tl.gone) /* at the deadline, with pods still terminating */
+                h->tl.gone = now_realtime();
         h->phase = PH_DONE;
         patch_annotations(h, "done", done_written);
 }
@@ -873,6 +882,8 @@ static void evict_tick(struct handler *h) {
                         break;
                 }
         }
+        if (!busy && !h->tl.gone)
+                h->tl.gone = now_realtime(); /* the last pod went; the Flink side may take longer */
         if (h->rs)
                 rescale_tick(h->rs);
         if ((!busy && (!h->rs || rescale_done(h->rs))) || now >= h->deadline_at)
@@ -907,7 +918,7 @@ static void undo_written(struct handler *h, struct pod *p, const struct k8s_resp
 static void undo_read(struct handler *h, struct pod *p, const struct k8s_response *r) {
         _cleanup_(cJSON_Deletep) cJSON *node = r->err || r->status != 200 ? NULL : node_parse(h, r);
         if (!node) {
-                undo_written(h, NULL, r->status == 200 ? &(struct k8s_response) { .status = 502 } : r);
+                undo_written(h, NULL, !r->err && r->status == 200 ? &(struct k8s_response) { .err = -EBADMSG } : r);
                 return;
         }
         const char *ev = ann_get(node, ANN_EVENT_ID), *cordoned = ann_get(node, ANN_CORDONED);
@@ -967,6 +978,7 @@ static void begin_event(struct handler *h, const struct event *e, enum event_act
         h->ev = *e;
         h->action = action;
         h->attempts = 0;
+        h->fence_warned = false;
         h->npods = 0;
         h->tl = (struct timeline) { .seen = now_realtime() };
         /* Deadlines on the monotonic clock: wall-clock jumps cannot stretch them. */
