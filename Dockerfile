@@ -16,6 +16,8 @@
 ARG DEBIAN_IMAGE=docker.io/library/debian:bookworm
 
 FROM ${DEBIAN_IMAGE} AS build
+# Marks this stage's layers (tests/image-test.sh prunes old ones by it).
+LABEL io.spotd.stage=build
 # The mirrors are arguments so a build can use the same mirror as the host.
 ARG DEBIAN_MIRROR=http://deb.debian.org/debian
 ARG DEBIAN_SECURITY_MIRROR=http://deb.debian.org/debian-security
@@ -87,10 +89,10 @@ RUN set -e; cd /rootfs \
  && mkdir -p tmp run && chmod 1777 tmp
 
 FROM scratch
+LABEL org.opencontainers.image.title="spotd" \
+      org.opencontainers.image.description="Per-node agent that makes spot capacity safe for Apache Flink on Kubernetes"
 COPY --from=build /rootfs/ /
 USER 65532:65532
 EXPOSE 9808
 ENTRYPOINT ["/usr/bin/spotd"]
 CMD ["run"]
-LABEL org.opencontainers.image.title="spotd" \
-      org.opencontainers.image.description="Per-node agent that makes spot capacity safe for Apache Flink on Kubernetes"

@@ -56,7 +56,7 @@ static const struct option_def options[] = {
         { "log-target", T_ENUM, OFF(log_target), "auto", 0, 0, targets, "auto (journal if its socket exists), journal or stderr" },
         { "log-format", T_ENUM, OFF(log_format), "text", 0, 0, formats, "stderr format: text or json" },
         { "log-level", T_LEVEL, OFF(log_level), "info", 0, 0, NULL, "debug, info, notice, warning or err" },
-        { "output", T_ENUM, OFF(output), "text", 0, 0, formats, "check: text or json" },
+        { "output", T_ENUM, OFF(output), "text", 0, 0, formats, "check and history: text or json" },
         { "kube-api", T_URL, OFF(kube_api), "", 0, 0, NULL, "Kubernetes API URL (https; default: in-cluster configuration)" },
         { "kube-token-file", T_STRING, OFF(kube_token_file), "", 0, 0, NULL, "bearer token file, re-read periodically and on 401" },
         { "kube-ca-file", T_STRING, OFF(kube_ca_file), "", 0, 0, NULL, "CA bundle that verifies the API server (TLS is always verified)" },
@@ -77,6 +77,10 @@ static const struct option_def options[] = {
         { "webhook-url", T_URL_LIST, OFF(webhook_urls), "", 0, 0, NULL, "POST a JSON rescale signal here at notice and at completion (repeatable)" },
         { "webhook-header", T_HEADER_LIST, OFF(webhook_headers), "", 0, 0, NULL, "extra webhook request header \"Name: value\" (repeatable; never logged)" },
         { "webhook-timeout", T_DURATION, OFF(webhook_timeout), "5s", 100000, 60 * S, NULL, "timeout of one webhook delivery attempt" },
+        { "directory", T_STRING, OFF(history_directory), "", 0, 0, NULL, "history: read the journal files in DIR (e.g. one copied off a node)" },
+        { "file", T_STRING, OFF(history_file), "", 0, 0, NULL, "history: read this journal file" },
+        { "since", T_STRING, OFF(history_since), "", 0, 0, NULL, "history: entries from this RFC 3339 time or this long ago (2h)" },
+        { "node", T_STRING, OFF(history_node), "", 0, 0, NULL, "history: only entries of this node (SPOTD_NODE)" },
 };
 
 static void env_name(const struct option_def *o, char *buf, size_t len) {
@@ -87,7 +91,9 @@ static void env_name(const struct option_def *o, char *buf, size_t len) {
         buf[i] = 0;
 }
 
-static bool url_valid(const char *v) {
+/* webhook: the URL may carry user:password@ and a ?query (secrets both:
+ * sent, never logged nor echoed). */
+static bool url_valid(const char *v, bool webhook) {
         const char *host;
         if (strncmp(v, "http://", 7) == 0)
                 host = v + 7;
@@ -95,7 +101,16 @@ static bool url_valid(const char *v) {
                 host = v + 8;
         else
                 return false;
-        size_t hl = strcspn(host, ":/");
+        if (webhook) {
+                const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+                if (at && (!slash || at < slash)) {
+                        for (const char *u = host; u < at; u++)
+                                if (!isgraph((unsigned char) *u))
+                                        return false;
+                        host = at + 1;
+                }
+        }
+        size_t hl = strcspn(host, webhook ? ":/?" : ":/");
         if (hl == 0)
                 return false;
         for (size_t i = 0; i < hl; i++)
@@ -103,8 +118,11 @@ static bool url_valid(const char *v) {
                         return false;
         if (host[0] == '[') { /* IPv6 literal: let the bracket run to ']' */
                 const char *rb = strchr(host, ']');
-                if (!rb)
+                if (!rb || rb == host + 1)
                         return false;
+                for (const char *a = host + 1; a < rb; a++) /* an address: no space, CR or LF gets through */
+                        if (!isxdigit((unsigned char) *a) && *a != ':' && *a != '.')
+                                return false;
                 hl = (size_t) (rb - host) + 1;
         }
         const char *p = host + hl;
@@ -112,12 +130,12 @@ static bool url_valid(const char *v) {
                 char *end;
                 errno = 0;
                 unsigned long port = strtoul(p + 1, &end, 10);
-                if (errno || end == p + 1 || port == 0 || port > 65535 || (*end && *end != '/'))
+                if (errno || end == p + 1 || port == 0 || port > 65535 || (*end && *end != '/' && !(webhook && *end == '?')))
                         return false;
                 p = end;
         }
         for (; *p; p++)
-                if (!isgraph((unsigned char) *p) || *p == '?' || *p == '#')
+                if (!isgraph((unsigned char) *p) || (*p == '?' && !webhook) || *p == '#')
                         return false;
         return true;
 }
@@ -180,7 +198,7 @@ static int option_set(struct config *c, const struct option_def *o, const char *
         case T_URL:
                 if (!*v && o->def && !*o->def)
                         ((char *) dst)[0] = 0; /* optional URL left unset */
-                else if (strlen(v) >= o->size || !url_valid(v))
+                else if (strlen(v) >= o->size || !url_valid(v, false))
                         snprintf(expect, sizeof expect, "an http:// or https:// URL with a host");
                 else
                         strcpy(dst, v);
@@ -284,7 +302,7 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         char *it = strip(item);
                         bool good;
                         if (o->type == T_URL_LIST)
-                                good = url_valid(it);
+                                good = url_valid(it, true);
                         else {
                                 const char *colon = strchr(it, ':');
                                 good = colon && colon > it;
@@ -319,8 +337,14 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         j += (size_t) (isprint((unsigned char) *p) ? snprintf(shown + j, sizeof shown - j, "%c", *p)
                                                                    : snprintf(shown + j, sizeof shown - j, "\\x%02x", (unsigned char) *p));
                 shown[j] = 0;
-                fprintf(err, "spotd: invalid value \"%s%s\" for --%s (%s): expected %s\n", shown,
-                        strlen(v) > j ? "..." : "", o->name, origin, expect);
+                /* Webhook URLs (user:password@, ?token=) and headers (Authorization)
+                 * may carry secrets: their values are never echoed. */
+                if (o->type == T_URL_LIST || o->type == T_HEADER_LIST)
+                        fprintf(err, "spotd: invalid value (not shown: it may hold a secret) for --%s (%s): expected %s\n",
+                                o->name, origin, expect);
+                else
+                        fprintf(err, "spotd: invalid value \"%s%s\" for --%s (%s): expected %s\n", shown,
+                                strlen(v) > j ? "..." : "", o->name, origin, expect);
                 return -EINVAL;
         }
         return 0;
@@ -395,7 +419,7 @@ static int config_file_load(struct config *c, const char *path, FILE *err) {
 }
 
 void config_usage(FILE *f) {
-        fprintf(f, "Usage: spotd [run|check|version] [OPTIONS]\n\n"
+        fprintf(f, "Usage: spotd [run|check|history|version] [OPTIONS]\n\n"
                    "Options (each also an SPOTD_* environment variable and a config file key):\n");
         for (size_t i = 0; i < ELEMENTSOF(options); i++) {
                 char env[64];

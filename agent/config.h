@@ -61,6 +61,11 @@ struct config {
         struct strlist webhook_urls;
         struct strlist webhook_headers;  /* "Name: value" */
         usec_t webhook_timeout;
+        /* spotd history (history.c validates since) */
+        char history_directory[1024];
+        char history_file[1024];
+        char history_since[64];
+        char history_node[254];
 };
 
 /* Parses argv (argv[0] is the subcommand or program name and is skipped),

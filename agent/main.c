@@ -6,9 +6,31 @@
 #include "agent.h"
 #include "check.h"
 #include "config.h"
+#include "history.h"
 #include "log.h"
 
-static const char *const subcommands[] = { "run", "check", "version", NULL };
+static const char *const subcommands[] = { "run", "check", "history", "version", NULL };
+
+/* /proc/PID/cmdline is readable by every local user, and journald copies it
+ * into every entry (_CMDLINE): once parsed, the values of the flags that may
+ * carry secrets (webhook URLs with user:password@ or ?token=, headers such as
+ * Authorization) are overwritten in place, as curl does with -u. */
+static void mask_secret_flags(int argc, char **argv) {
+        static const char *const secret[] = { "--webhook-url", "--webhook-header" };
+        for (int i = 1; i < argc; i++)
+                for (size_t k = 0; k < sizeof secret / sizeof secret[0]; k++) {
+                        size_t n = strlen(secret[k]);
+                        char *v = NULL;
+                        if (strncmp(argv[i], secret[k], n) != 0)
+                                continue;
+                        if (argv[i][n] == '=')
+                                v = argv[i] + n + 1;
+                        else if (!argv[i][n] && i + 1 < argc)
+                                v = argv[++i];
+                        if (v)
+                                memset(v, '*', strlen(v));
+                }
+}
 
 int main(int argc, char **argv) {
         const char *cmd = "run";
@@ -20,7 +42,7 @@ int main(int argc, char **argv) {
                         if (strcmp(argv[1], subcommands[i]) == 0)
                                 cmd = subcommands[i];
                 if (strcmp(cmd, argv[1]) != 0) {
-                        fprintf(stderr, "spotd: unknown command \"%.64s\" (run, check, version)\n", argv[1]);
+                        fprintf(stderr, "spotd: unknown command \"%.64s\" (run, check, history, version)\n", argv[1]);
                         return 2;
                 }
                 shift = 1;
@@ -34,6 +56,9 @@ int main(int argc, char **argv) {
                 return 2;
         if (r > 0)
                 return 0;
+        mask_secret_flags(argc, argv);
+        if (strcmp(cmd, "history") == 0)
+                return history_run(&cfg, stdout, stderr); /* the journal only: no curl */
 
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 fprintf(stderr, "spotd: cannot initialize libcurl\n");

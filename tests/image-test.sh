@@ -18,6 +18,9 @@ cache=$build/image-cache
 tag=localhost/spotd:test
 max_bytes=20000000 # the issue's target: under 20 MB
 mkdir -p "$cache"
+# One run at a time per build tree: the cached trees and logs are shared.
+exec 9>"$cache/lock"
+flock -w 900 9 || { echo "FAIL: another run holds $cache/lock" >&2; exit 1; }
 
 say() { printf '[image %5ss] %s\n' "$SECONDS" "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
@@ -44,7 +47,7 @@ mirror=${mirror%/} security=${security%/}
 
 cleanup() {
   local pid
-  for pid in ${sim_pids:-}; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${spotd_pid:-} ${sim_pids:-}; do kill "$pid" 2>/dev/null || true; done
   for pid in ${sim_pids:-}; do wait "$pid" 2>/dev/null || true; done
   [ -z "${cid:-}" ] || podman rm -f "$cid" >/dev/null 2>&1 || true
 }
@@ -80,6 +83,14 @@ if ! podman build --isolation=chroot --network=host --pull=never \
   tail -40 "$cache/build.log" >&2
   fail "podman build failed (log: $cache/build.log)"
 fi
+
+# Keep this build's stage as the layer cache of the next run (a tag), and
+# drop what earlier runs left.
+podman build --isolation=chroot --network=host --pull=never --target build \
+  --build-arg "DEBIAN_MIRROR=$mirror" --build-arg "DEBIAN_SECURITY_MIRROR=$security" \
+  --build-arg "SPOTD_GIT=$git_id" -t localhost/spotd-build:test -f "$src/Dockerfile" "$src" >>"$cache/build.log" 2>&1
+podman image prune -f --filter label=io.spotd.stage=build >/dev/null
+podman image prune -f --filter label=org.opencontainers.image.title=spotd >/dev/null
 
 [ "$(podman image inspect --format '{{.Config.User}}' "$tag")" = "65532:65532" ] || fail "image user is not 65532:65532"
 podman image inspect --format '{{json .Config.Entrypoint}}' "$tag" | grep -q '"/usr/bin/spotd"' || fail "entrypoint is not /usr/bin/spotd"
@@ -122,6 +133,10 @@ say "in the image: $version"
 
 simdir=$root/sim # inside the image: /sim
 mkdir -p "$simdir"
+# Emptied here, not by the background jobs' redirections: a wait must never
+# see what an earlier run wrote.
+: >"$cache/imds-sim.out"
+: >"$cache/k8s-sim.out"
 "$build/tests/sim/imds-sim" --spot terminate --spot-after-ms 700 >"$cache/imds-sim.out" 2>&1 &
 sim_pids=$!
 "$build/tests/sim/k8s-sim" --dir "$simdir" >"$cache/k8s-sim.out" 2>&1 &
@@ -143,6 +158,7 @@ chmod -R a+rX "$simdir" # the image's user reads the CA and the token
 run_in_image() { # LOG [OPTIONS...]: runs until stopped by the caller
   local log=$1
   shift
+  : >"$log"
   # chroot execs spotd: the signal below reaches spotd itself.
   chroot --userspec=65532:65532 "$root" /usr/bin/spotd run --imds-endpoint="$imds" --kube-api="$kube" --kube-token-file=/sim/token \
     --kube-ca-file=/sim/ca.crt --node-name=spot-node-1 --poll-interval=100ms \
@@ -153,6 +169,7 @@ stop_spotd() { # LOG
   kill -TERM "$spotd_pid"
   local rc=0
   wait "$spotd_pid" || rc=$?
+  spotd_pid=
   [ "$rc" -eq 0 ] || fail "spotd exited with $rc after SIGTERM: $(cat "$1")"
   grep -q 'stopping' "$1" || fail "no stop entry: $(cat "$1")"
 }
