@@ -2,9 +2,11 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <curl/curl.h>
@@ -25,6 +27,21 @@ struct tracked {
         bool present; /* seen in this round's answer of its source */
 };
 
+/* One poll round's answers. The metadata client blocks (up to
+ * --imds-timeout a request), so rounds run on a thread of their own: the
+ * loop that drives the API, Flink and webhook transfers never waits on the
+ * metadata service. */
+struct round {
+        bool have_instance;   /* in: the instance id is known */
+        char instance[64];    /* in; out when it was not known */
+        bool known;           /* out: the instance id is known now */
+        int id_r;             /* out: the instance-id lookup, when it was not known */
+        int r[_EVENT_KIND_MAX];
+        struct detect_result res[_EVENT_KIND_MAX];
+        long status[_EVENT_KIND_MAX + 1]; /* out: HTTP status of each source's last request, the instance id's last */
+        bool tok;
+};
+
 struct agent {
         const struct config *cfg;
         struct imds *imds;
@@ -40,7 +57,20 @@ struct agent {
          * and its length, so a failure is logged once, not on every poll. */
         int src_err[_EVENT_KIND_MAX + 1];
         unsigned src_failures[_EVENT_KIND_MAX + 1];
+        /* The streak's HTTP status (-EPROTO), whether its answer was rejected
+         * (a parse error), and whether it went unlogged because another
+         * source had logged the same failure: one outage, one line. */
+        long src_status[_EVENT_KIND_MAX + 1];
+        bool src_rejected[_EVENT_KIND_MAX + 1], src_quiet[_EVENT_KIND_MAX + 1];
         bool token_mode_known, token_mode;
+        /* The round thread: it alone uses imds while a round is out. */
+        pthread_t round_thread;
+        bool round_thread_started, round_busy; /* round_busy: main thread only */
+        pthread_mutex_t round_lock;
+        pthread_cond_t round_cond;
+        bool round_go, round_done, round_quit; /* under round_lock */
+        int round_fd;                          /* eventfd: a round is done */
+        struct round round;
 };
 
 #define SRC_IDENTITY_SLOT _EVENT_KIND_MAX
@@ -215,7 +245,7 @@ static void merge_source(struct agent *a, enum event_kind k, const struct detect
                         if (!t->se.ev.canceled)
                                 handler_event(a->handler, &t->se.ev, config_action_for(a->cfg, e));
                 }
-                status_upsert_event(a->status, &t->se);
+                status_refresh_event(a->status, &t->se); /* keeps the handler's phase and timeline */
         }
 
         for (size_t i = 0; i < a->nev;) {
@@ -230,7 +260,7 @@ static void merge_source(struct agent *a, enum event_kind k, const struct detect
                 event_log_ctx(a, t, &c);
                 log_full(LOG_NOTICE, MSG_EVENT_CLEARED, &c, "%s %s is no longer served by the metadata service",
                          event_kind_to_string(k), t->se.ev.id);
-                status_upsert_event(a->status, &t->se);
+                status_refresh_event(a->status, &t->se);
                 a->ev[i] = a->ev[--a->nev];
         }
 }
@@ -239,60 +269,137 @@ static void merge_source(struct agent *a, enum event_kind k, const struct detect
 static void source_result(struct agent *a, int slot, const char *what, int err, const char *why,
                           const char *excerpt) {
         if (err >= 0 || err == -ENOENT) {
-                if (a->src_err[slot])
+                if (a->src_err[slot] && !a->src_quiet[slot])
                         log_full(LOG_NOTICE, MSG_IMDS_RECOVERED, NULL,
                                  "Metadata %s answers again after %u failed polls", what, a->src_failures[slot]);
                 a->src_err[slot] = 0;
                 a->src_failures[slot] = 0;
+                a->src_quiet[slot] = false;
                 return;
         }
         a->src_failures[slot]++;
         if (a->src_err[slot] == err)
                 return;
         a->src_err[slot] = err;
+        a->src_status[slot] = err == -EPROTO ? a->round.status[slot] : 0;
+        a->src_rejected[slot] = why != NULL;
+        a->src_quiet[slot] = false;
+        /* A service failing for every source the same way (down, timing
+         * out, 5xx) is one failure: the first source logs it. A rejected
+         * answer is the source's own. */
+        for (int s = 0; !why && s <= _EVENT_KIND_MAX; s++)
+                if (s != slot && a->src_err[s] == err && a->src_status[s] == a->src_status[slot] && !a->src_rejected[s] &&
+                    !a->src_quiet[s]) {
+                        a->src_quiet[slot] = true;
+                        return;
+                }
         if (why)
                 log_full(LOG_ERR, MSG_IMDS_ERROR, NULL, "Metadata %s answer rejected: %s (body starts \"%s\")",
                          what, why, excerpt ? excerpt : "");
         else if (err == -EPROTO)
                 log_full(LOG_ERR, MSG_IMDS_ERROR, NULL, "Metadata %s request to %s failed: HTTP %ld", what,
-                         a->cfg->imds_endpoint, imds_last_status(a->imds));
+                         a->cfg->imds_endpoint, a->round.status[slot]);
         else
                 log_full(LOG_ERR, MSG_IMDS_ERROR, NULL, "Metadata %s request to %s failed: %s", what,
                          a->cfg->imds_endpoint, http_strerror(err));
 }
 
+static bool round_quitting(struct agent *a) {
+        pthread_mutex_lock(&a->round_lock);
+        bool q = a->round_quit;
+        pthread_mutex_unlock(&a->round_lock);
+        return q;
+}
+
+/* The round thread's half of a poll round: the requests, nothing else of
+ * the agent. A stop is honoured between requests. */
+static void fetch_round(struct agent *a, struct round *rd) {
+        rd->known = rd->have_instance;
+        if (!rd->have_instance) {
+                rd->id_r = agent_instance_id(a->imds, rd->instance, sizeof rd->instance);
+                rd->status[_EVENT_KIND_MAX] = imds_last_status(a->imds);
+                if (rd->id_r == -ENOENT || rd->id_r == -EINVAL) /* no usable instance id: the node name is unique too */
+                        snprintf(rd->instance, sizeof rd->instance, "%.63s", a->cfg->node_name);
+                rd->known = rd->id_r >= 0 || rd->id_r == -ENOENT || rd->id_r == -EINVAL;
+        }
+        /* Ids need the instance; without it this round only probes. */
+        for (int k = 0; k < _EVENT_KIND_MAX; k++)
+                if (rd->known && a->cfg->watch[k] && !round_quitting(a)) {
+                        rd->r[k] = detect_source(a->imds, k, rd->instance, a->cfg->asg_deadline, &rd->res[k]);
+                        rd->status[k] = imds_last_status(a->imds);
+                } else
+                        rd->r[k] = -ECANCELED, rd->res[k] = (struct detect_result) {};
+        rd->tok = imds_using_token(a->imds);
+}
+
+static void *round_thread(void *userdata) {
+        struct agent *a = userdata;
+        pthread_mutex_lock(&a->round_lock);
+        for (;;) {
+                while (!a->round_go && !a->round_quit)
+                        pthread_cond_wait(&a->round_cond, &a->round_lock);
+                if (a->round_quit)
+                        break;
+                a->round_go = false;
+                pthread_mutex_unlock(&a->round_lock);
+                fetch_round(a, &a->round);
+                pthread_mutex_lock(&a->round_lock);
+                a->round_done = true;
+                uint64_t one = 1;
+                if (write(a->round_fd, &one, sizeof one) < 0) {
+                        /* a full eventfd is signalled all the same */
+                }
+        }
+        pthread_mutex_unlock(&a->round_lock);
+        return NULL;
+}
+
+/* On the poll timer: hands a round to the thread, unless one is still out
+ * (a slow metadata service): then this tick is dropped. */
+static void round_start(struct agent *a) {
+        if (a->round_busy)
+                return;
+        a->round.have_instance = a->have_instance;
+        snprintf(a->round.instance, sizeof a->round.instance, "%s", a->instance);
+        pthread_mutex_lock(&a->round_lock);
+        a->round_go = true;
+        pthread_cond_signal(&a->round_cond);
+        pthread_mutex_unlock(&a->round_lock);
+        a->round_busy = true;
+}
+
+/* The main thread's half: merges the answers of a round that is done. */
 static void poll_round(struct agent *a) {
+        struct round *rd = &a->round;
         bool reached = false;
         int r;
 
         if (!a->have_instance) {
-                r = agent_instance_id(a->imds, a->instance, sizeof a->instance);
+                r = rd->id_r;
                 source_result(a, SRC_IDENTITY_SLOT, "instance-id", r, r == -EINVAL ? "not an instance id" : NULL, "");
-                if (r >= 0 || r == -ENOENT || r == -EINVAL) {
+                if (rd->known) {
                         reached = true;
-                        if (r < 0) /* no usable instance id: the node name is unique too */
-                                snprintf(a->instance, sizeof a->instance, "%.63s", a->cfg->node_name);
+                        snprintf(a->instance, sizeof a->instance, "%s", rd->instance);
                         a->have_instance = true;
                         status_set_info(a->status, a->cfg->node_name, a->instance, a->cfg->dry_run,
                                         a->cfg->poll_interval);
                         log_full(LOG_INFO, MSG_CONFIG, NULL, "Watching instance %s", a->instance);
                 }
         }
-        /* Ids need the instance; without it this round only probes. */
         for (int k = 0; a->have_instance && k < _EVENT_KIND_MAX; k++) {
-                struct detect_result res;
-                if (!a->cfg->watch[k])
+                const struct detect_result *res = &rd->res[k];
+                r = rd->r[k];
+                if (!a->cfg->watch[k] || r == -ECANCELED)
                         continue;
-                r = detect_source(a->imds, k, a->instance, a->cfg->asg_deadline, &res);
                 if (r >= 0 || r == -EBADMSG || r == -EINVAL || r == -ENODATA || r == -E2BIG)
                         reached = true;
                 if (r >= 0)
-                        merge_source(a, k, &res);
-                else if (res.why)
+                        merge_source(a, k, res);
+                else if (res->why)
                         status_parse_error(a->status, imds_source_from_path(detect_path(k)));
-                source_result(a, k, detect_path(k) + strlen("meta-data/"), r, res.why, res.excerpt);
+                source_result(a, k, detect_path(k) + strlen("meta-data/"), r, res->why, res->excerpt);
         }
-        bool tok = imds_using_token(a->imds);
+        bool tok = rd->tok;
         if (!a->token_mode_known || tok != a->token_mode) {
                 log_full(tok ? LOG_INFO : LOG_WARNING, MSG_CONFIG, NULL,
                                  tok ? "Using IMDSv2 session tokens" : "IMDSv2 token unavailable; using IMDSv1");
@@ -397,6 +504,9 @@ int agent_run(const struct config *cfg) {
         }
         status_set_info(a.status, cfg->node_name, "", cfg->dry_run, cfg->poll_interval);
         status_set_state(a.status, "starting");
+        pthread_mutex_init(&a.round_lock, NULL);
+        pthread_cond_init(&a.round_cond, NULL);
+        a.round_fd = -1;
         r = agent_imds_new(cfg, observe, a.status, &a.imds);
         if (r < 0) {
                 log_error("Cannot set up the metadata client for %s: %s", cfg->imds_endpoint, strerror(-r));
@@ -424,6 +534,13 @@ int agent_run(const struct config *cfg) {
                 log_error("Cannot set up signals and timers: %s", strerror(-r));
                 goto finish;
         }
+        a.round_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        r = a.round_fd < 0 ? -errno : -pthread_create(&a.round_thread, NULL, round_thread, &a);
+        if (r < 0) {
+                log_error("Cannot start the metadata thread: %s", strerror(-r));
+                goto finish;
+        }
+        a.round_thread_started = true;
         if (sd_watchdog_enabled(0, &wd_usec) <= 0)
                 wd_usec = 0;
 
@@ -438,7 +555,8 @@ int agent_run(const struct config *cfg) {
         handler_start(a.handler);
 
         for (;;) {
-                struct pollfd p[2] = { { .fd = sfd, .events = POLLIN }, { .fd = tfd, .events = POLLIN } };
+                struct pollfd p[3] = { { .fd = sfd, .events = POLLIN }, { .fd = tfd, .events = POLLIN },
+                                       { .fd = a.round_fd, .events = POLLIN } };
                 int timeout = -1;
                 usec_t now = now_monotonic(), wake = handler_next_wakeup(a.handler);
 
@@ -457,17 +575,18 @@ int agent_run(const struct config *cfg) {
                                 timeout = t;
                 }
                 if (a.k8s) {
-                        /* API transfers, signals and the poll timer in one wait. */
-                        struct curl_waitfd w[2] = { { .fd = sfd, .events = CURL_WAIT_POLLIN },
-                                                    { .fd = tfd, .events = CURL_WAIT_POLLIN } };
-                        r = k8s_poll(a.k8s, w, 2, timeout < 0 ? 1000 : timeout);
-                        p[0].revents = w[0].revents & CURL_WAIT_POLLIN ? POLLIN : 0;
-                        p[1].revents = w[1].revents & CURL_WAIT_POLLIN ? POLLIN : 0;
+                        /* API transfers, signals, the poll timer and metadata rounds in one wait. */
+                        struct curl_waitfd w[3] = { { .fd = sfd, .events = CURL_WAIT_POLLIN },
+                                                    { .fd = tfd, .events = CURL_WAIT_POLLIN },
+                                                    { .fd = a.round_fd, .events = CURL_WAIT_POLLIN } };
+                        r = k8s_poll(a.k8s, w, 3, timeout < 0 ? 1000 : timeout);
+                        for (int i = 0; i < 3; i++)
+                                p[i].revents = w[i].revents & CURL_WAIT_POLLIN ? POLLIN : 0;
                         if (r < 0) {
                                 log_error("Waiting for the Kubernetes API failed: %s", strerror(-r));
                                 break;
                         }
-                } else if (poll(p, 2, timeout) < 0 && errno != EINTR) {
+                } else if (poll(p, 3, timeout) < 0 && errno != EINTR) {
                         log_error("poll failed: %s", strerror(errno));
                         break;
                 }
@@ -486,7 +605,21 @@ int agent_run(const struct config *cfg) {
                         uint64_t expirations;
                         /* Missed ticks (a slow round) are dropped, not replayed. */
                         if (read(tfd, &expirations, sizeof expirations) == sizeof expirations)
+                                round_start(&a);
+                }
+                if (p[2].revents & POLLIN) {
+                        uint64_t n;
+                        bool done = false;
+                        if (read(a.round_fd, &n, sizeof n) == sizeof n) {
+                                pthread_mutex_lock(&a.round_lock);
+                                done = a.round_done;
+                                a.round_done = false;
+                                pthread_mutex_unlock(&a.round_lock);
+                        }
+                        if (done) {
+                                a.round_busy = false;
                                 poll_round(&a);
+                        }
                 }
                 handler_tick(a.handler);
                 /* After every step, so /status never lags the handling. */
@@ -503,6 +636,18 @@ finish:
                 close(sfd);
         if (tfd >= 0)
                 close(tfd);
+        if (a.round_thread_started) {
+                /* It ends after the request in flight (at most --imds-timeout). */
+                pthread_mutex_lock(&a.round_lock);
+                a.round_quit = true;
+                pthread_cond_signal(&a.round_cond);
+                pthread_mutex_unlock(&a.round_lock);
+                pthread_join(a.round_thread, NULL);
+        }
+        if (a.round_fd >= 0)
+                close(a.round_fd);
+        pthread_cond_destroy(&a.round_cond);
+        pthread_mutex_destroy(&a.round_lock);
         a.imds = imds_free(a.imds);
         a.status = status_free(a.status);
         return ret;

@@ -56,6 +56,8 @@ struct handler {
         struct k8s *k;
         struct status *st;
         unsigned inflight;    /* our requests in flight */
+        bool start_failed;    /* the start-up read of the node failed: retried */
+        usec_t start_retry_at;
         struct req *reqs;     /* the same, to free them if the client goes first */
         bool started;
 
@@ -1116,9 +1118,19 @@ static void start_read(struct handler *h, struct pod *p, const struct k8s_respon
         if (!node) {
                 char why[400];
                 describe(r, why, sizeof why);
-                log_full(LOG_ERR, MSG_K8S_ERROR, NULL, "Cannot read node %s from the Kubernetes API: %s", h->cfg->node_name, why);
+                /* Logged once; read again after the next poll rounds (handler_round),
+                 * or an earlier run's fence would stay unknown. */
+                if (!h->start_failed)
+                        log_full(LOG_ERR, MSG_K8S_ERROR, NULL, "Cannot read node %s from the Kubernetes API: %s; retrying",
+                                 h->cfg->node_name, why);
+                h->start_failed = true;
+                h->start_retry_at = now_monotonic() + 5 * USEC_PER_SEC;
+                h->started = false;
                 return;
         }
+        if (h->start_failed)
+                log_full(LOG_NOTICE, MSG_K8S_ERROR, NULL, "Read node %s from the Kubernetes API", h->cfg->node_name);
+        h->start_failed = false;
         const char *ev = ann_get(node, ANN_EVENT_ID), *ph = ann_get(node, ANN_PHASE), *at = ann_get(node, ANN_FENCED_AT);
         if (ev && strlen(ev) < sizeof h->ann_event) {
                 strcpy(h->ann_event, ev);
@@ -1152,6 +1164,8 @@ static time_t boot_time(void) {
 }
 
 void handler_round(struct handler *h, const char *const *ids, size_t n) {
+        if (!h->started && h->start_failed && now_monotonic() >= h->start_retry_at)
+                handler_start(h);
         if (!h->ann_event[0] || h->ann_checked)
                 return;
         h->ann_checked = true;

@@ -56,7 +56,10 @@ static void apportion(const unsigned *weight, const unsigned *min_each, unsigned
                 if (rem)
                         rem[i] = wsum ? num % wsum : 0;
         }
-        while (rem && given < extra) {
+        /* At most n rounds: the remainders add up to what is left. Without
+         * weights there is nothing to share in proportion (and one slot per
+         * round would take as many rounds as the JobManager claims slots). */
+        while (rem && wsum && given < extra) {
                 size_t best = 0;
                 for (size_t i = 1; i < n; i++)
                         if (rem[i] > rem[best])

@@ -593,8 +593,9 @@ static void verify_answered(struct cluster *c, struct fjob *j, const struct k8s_
                 bool all = true;
                 for (size_t i = 0; i < live->nv && all; i++) {
                         const struct flink_vertex *v = &live->v[i];
+                        /* At most our bound: other fenced nodes' agents may have gone lower still. */
                         for (size_t k = 0; k < j->nset; k++)
-                                if (strcmp(j->set[k].vid, v->id) == 0 && v->parallelism != j->set[k].upper)
+                                if (strcmp(j->set[k].vid, v->id) == 0 && v->parallelism > j->set[k].upper)
                                         all = false;
                         if (v->tasks_running != v->tasks_total || v->tasks_total != v->parallelism)
                                 all = false;
@@ -633,7 +634,7 @@ static void restore_read(struct cluster *c, struct fjob *j, const struct k8s_res
         if (!ok(x) || flink_parse_requirements(x->body, x->len, cur, FLINK_MAX_VERTICES, &n) < 0) {
                 struct k8s_response bad = *x;
                 if (ok(x))
-                        bad.status = 502;
+                        bad.err = -EBADMSG; /* "malformed answer", not a made-up HTTP status */
                 restore_put_answered(c, j, &bad);
                 return;
         }
@@ -922,7 +923,8 @@ void rescale_start(struct rescale *r) {
         if (!q)
                 r->nodes_failed = true;
         for (size_t i = 0; i < r->nc; i++)
-                discover(r->c[i]);
+                if (!r->c[i]->restore_only) /* already restoring: discovering it would redo its jobs (and leak them) */
+                        discover(r->c[i]);
 }
 
 void rescale_tick(struct rescale *r) {

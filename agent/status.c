@@ -241,6 +241,28 @@ void status_upsert_event(struct status *s, const struct status_event *e) {
         d->events[i].ev.id[EVENT_ID_MAX - 1] = 0;
 }
 
+void status_refresh_event(struct status *s, const struct status_event *e) {
+        {
+                LOCK_GUARD(s);
+                struct status_data *d = &s->d;
+                for (size_t i = 0; i < d->n_events; i++) {
+                        struct status_event *o = &d->events[i], keep;
+                        if (strncmp(o->ev.id, e->ev.id, EVENT_ID_MAX) != 0)
+                                continue;
+                        keep = *o;
+                        *o = *e;
+                        o->ev.id[EVENT_ID_MAX - 1] = 0;
+                        o->tl = keep.tl;
+                        memcpy(o->outcome, keep.outcome, sizeof o->outcome);
+                        /* The agent's phase is news only when it turns canceled or ended. */
+                        if (!(e->ev.canceled && !keep.ev.canceled) && !(e->ended && !keep.ended))
+                                memcpy(o->phase, keep.phase, sizeof o->phase);
+                        return;
+                }
+        }
+        status_upsert_event(s, e);
+}
+
 static void snapshot(struct status *s, struct status_data *ret) {
         LOCK_GUARD(s);
         *ret = s->d;

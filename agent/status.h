@@ -72,6 +72,12 @@ void status_heartbeat(struct status *s, usec_t monotonic);
 /* Inserts or updates (by ev.id) one of the recent events; the oldest ended
  * event is dropped when full. */
 void status_upsert_event(struct status *s, const struct status_event *e);
+/* The poll loop's update of an event already listed: what the metadata
+ * service says (deadline, canceled, last seen, ended) is taken, the
+ * handler's timeline and outcome are kept, and so is its phase unless the
+ * event has just turned canceled or ended. Inserts like status_upsert_event
+ * if absent. */
+void status_refresh_event(struct status *s, const struct status_event *e);
 
 enum status_counter {
         COUNT_EVICTION_ACCEPTED, COUNT_EVICTION_BLOCKED, COUNT_POD_DELETED,

@@ -86,9 +86,13 @@ static void delivered(void *ud, const struct k8s_response *r) {
                 return;
         }
         /* One line per delivery that failed for good, not one per attempt. */
+        char why[64];
+        if (r->err)
+                snprintf(why, sizeof why, "%s", http_strerror(r->err));
+        else
+                snprintf(why, sizeof why, "HTTP %ld", r->status);
         log_full(LOG_ERR, MSG_WEBHOOK, &(struct log_ctx) { .event_id = d->event_id },
-                 "Webhook %s failed after %u attempts: %s%ld", where, d->attempts,
-                 r->err ? http_strerror(r->err) : "HTTP ", r->err ? 0L : r->status);
+                 "Webhook %s failed after %u attempts: %s", where, d->attempts, why);
         status_count(w->st, COUNT_WEBHOOK_FAILED);
         unlink_delivery(w, d);
         free_delivery(d);

@@ -315,6 +315,8 @@ int flink_parse_checkpoint_status(const char *body, size_t len, enum flink_check
         const cJSON *id = get(op, "checkpointId");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0)
                 return -ENODATA;
+        if (id->valuedouble >= 0x1p64) /* 1e300, inf: converting it is undefined */
+                return -EINVAL;
         if (ret_id)
                 *ret_id = (uint64_t) id->valuedouble;
         *ret = FLINK_CKPT_COMPLETED;
@@ -335,6 +337,8 @@ int flink_parse_checkpoints(const char *body, size_t len, int64_t *ret_ms) {
                 t = get(c, "trigger_timestamp");
         if (!cJSON_IsNumber(t) || t->valuedouble < 0)
                 return -ENODATA;
+        if (t->valuedouble >= 0x1p63) /* 1e300, inf: converting it is undefined */
+                return -EINVAL;
         *ret_ms = (int64_t) t->valuedouble;
         return 0;
 }

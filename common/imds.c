@@ -13,7 +13,8 @@
 #define TOKEN_MAX 512 /* real tokens are ~56 bytes; anything far longer is not a token */
 
 struct imds {
-        CURL *curl;
+        CURL *curl;              /* options only: each request runs on a copy (request()) */
+        CURLSH *share;           /* the kept-alive connection, shared by the copies */
         char *endpoint;
         enum imds_mode mode;
         unsigned token_ttl;
@@ -74,7 +75,9 @@ int imds_new(const struct imds_options *o, struct imds **ret) {
                 return -ENOMEM;
         c->endpoint = strdup(o->endpoint);
         c->curl = curl_easy_init();
-        if (!c->endpoint || !c->curl) {
+        c->share = curl_share_init();
+        if (!c->endpoint || !c->curl || !c->share ||
+            curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK) {
                 imds_free(c);
                 return -ENOMEM;
         }
@@ -129,6 +132,8 @@ struct imds *imds_free(struct imds *c) {
         token_forget(c);
         if (c->curl)
                 curl_easy_cleanup(c->curl);
+        if (c->share)
+                curl_share_cleanup(c->share);
         http_body_done(&c->body);
         free(c->endpoint);
         free(c);
@@ -143,12 +148,19 @@ bool imds_using_token(const struct imds *c) { return c->have_token; }
 static int request(struct imds *c, const char *path, bool put, struct curl_slist *headers,
                    long *ret_status) {
         char url[512];
-        CURL *h = c->curl;
         long status = 0;
         int r;
 
         if ((size_t) snprintf(url, sizeof url, "%s/latest/%s", c->endpoint, path) >= sizeof url)
                 return -EINVAL;
+        /* Never a handle that already ran: libcurl before 8.1.0 (Debian 12
+         * ships 7.88) frees a reused handle's stored headers, then reads and
+         * reallocates them when the next answer starts with a folded header
+         * line (curl issue 11101): any server answering could crash us. */
+        _cleanup_(curl_easy_cleanupp) CURL *h = curl_easy_duphandle(c->curl);
+        if (!h)
+                return -ENOMEM;
+        curl_easy_setopt(h, CURLOPT_SHARE, c->share);
         http_body_reset(&c->body);
         c->ttl_header.found = false;
         curl_easy_setopt(h, CURLOPT_URL, url);

@@ -26,7 +26,6 @@ extern char **environ;
 #define TOKEN_MAX (16 * 1024)    /* service-account JWTs are ~1 KiB; far more is not a token */
 #define NS_MAX 63                /* a namespace is a DNS label */
 #define CONNECTIONS_MAX 256
-#define IDLE_MAX 8               /* easy handles kept for reuse */
 #define AUTH_PREFIX "Authorization: Bearer "
 
 struct k8s_req {
@@ -63,8 +62,6 @@ struct k8s {
 
         struct k8s_req *pending;
         unsigned n_pending;
-        CURL *idle[IDLE_MAX];
-        unsigned n_idle;
         unsigned long connections;
 };
 
@@ -463,16 +460,13 @@ int k8s_new(const struct k8s_options *o, struct k8s **ret) {
 }
 
 static void req_free(struct k8s_req *q) {
-        struct k8s *k = q->k;
-
-        if (q->easy) {
-                /* Keep a few handles: curl_easy_reset is cheaper than init. */
-                if (k->n_idle < IDLE_MAX) {
-                        curl_easy_reset(q->easy);
-                        k->idle[k->n_idle++] = q->easy;
-                } else
-                        curl_easy_cleanup(q->easy);
-        }
+        /* Never reused (connections are, in the multi handle): libcurl before
+         * 8.1.0 (Debian 12 ships 7.88) frees a used handle's stored headers,
+         * then reads and reallocates them, even after curl_easy_reset, when
+         * the next answer starts with a folded header line (curl issue 11101):
+         * any JobManager or webhook receiver could crash us. */
+        if (q->easy)
+                curl_easy_cleanup(q->easy);
         headers_free(q->headers);
         http_body_done(&q->resp);
         free(q->body);
@@ -501,8 +495,6 @@ struct k8s *k8s_free(struct k8s *k) {
                 curl_easy_cleanup(TAKE_PTR(q->easy));
                 req_free(q);
         }
-        for (unsigned i = 0; i < k->n_idle; i++)
-                curl_easy_cleanup(k->idle[i]);
         if (k->multi)
                 curl_multi_cleanup(k->multi);
         token_drop(k);
@@ -669,7 +661,7 @@ static int req_queue(struct k8s *k, const char *method, const char *path, const 
         q->extra = NULL; /* copied into the header list; the caller's may go */
         if (r < 0)
                 goto fail;
-        q->easy = k->n_idle > 0 ? k->idle[--k->n_idle] : curl_easy_init();
+        q->easy = curl_easy_init();
         if (!q->easy) {
                 r = -ENOMEM;
                 goto fail;

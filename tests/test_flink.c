@@ -99,3 +99,25 @@ Test(flink, config_checkpoints_errors) {
         flink_parse_errors(P("{\"errors\":[\"Job not found.\\nat org.apache...\"]}"), buf, sizeof buf);
         cr_assert_str_eq(buf, "Job not found.");
 }
+
+/* Found by fuzzing (tests/fuzz/corpus/flink/crash-checkpoints-inf): a number
+ * past what the C type holds (1e300, or 1e400, which parses as inf) was
+ * converted anyway, which is undefined (UBSan: float-cast-overflow). */
+Test(flink, checkpoint_numbers_out_of_range) {
+        int64_t ms = 7;
+        cr_assert_eq(flink_parse_checkpoints(P("{\"latest\":{\"completed\":{\"latest_ack_timestamp\":1e400}}}"), &ms), -EINVAL);
+        cr_assert_eq(flink_parse_checkpoints(P("{\"latest\":{\"completed\":{\"trigger_timestamp\":9223372036854775808}}}"), &ms),
+                     -EINVAL, "2^63 does not fit an int64_t");
+        cr_assert_eq(ms, 7, "untouched on failure");
+        cr_assert_eq(flink_parse_checkpoints(P("{\"latest\":{\"completed\":{\"latest_ack_timestamp\":9007199254740992}}}"), &ms), 0);
+        cr_assert_eq(ms, 9007199254740992LL);
+
+        enum flink_checkpoint_state st = FLINK_CKPT_IN_PROGRESS;
+        uint64_t id = 7;
+        char why[16];
+        cr_assert_eq(flink_parse_checkpoint_status(P("{\"status\":{\"id\":\"COMPLETED\"},\"operation\":{\"checkpointId\":1e300}}"),
+                                                   &st, &id, why, sizeof why), -EINVAL);
+        cr_assert_eq(flink_parse_checkpoint_status(P("{\"status\":{\"id\":\"COMPLETED\"},\"operation\":{\"checkpointId\":18446744073709551616}}"),
+                                                   &st, &id, why, sizeof why), -EINVAL, "2^64 does not fit a uint64_t");
+        cr_assert(st == FLINK_CKPT_IN_PROGRESS && id == 7, "untouched on failure");
+}

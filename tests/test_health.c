@@ -561,3 +561,40 @@ Test(health, idle_sockets_do_not_wedge, .init = idle_setup, .fini = teardown) {
         for (int i = 0; i < 10; i++)
                 expect("/healthz", 200, "ok\n");
 }
+
+/* The poll loop refreshes an event every round: that must not wipe what the
+ * handler published (phase, timeline, outcome) until the event turns
+ * canceled or ends. */
+Test(health, poll_refresh_keeps_handler_phase, .init = setup, .fini = teardown) {
+        struct reply r;
+        usec_t t = now_realtime();
+        struct status_event polled = { .ev = { .id = "spot-x", .kind = EVENT_SPOT_INTERRUPTION },
+                                       .phase = "detected", .first_seen = t, .last_seen = t };
+        status_upsert_event(st, &polled);
+        struct status_event handled = polled;
+        strcpy(handled.phase, "done");
+        strcpy(handled.outcome, "1 TaskManager pods gone");
+        handled.tl.fenced = t + 1000;
+        handled.tl.done = t + 2000;
+        status_upsert_event(st, &handled);
+        polled.last_seen = t + 5 * USEC_PER_SEC;
+        status_refresh_event(st, &polled);
+
+        http(port, NULL, "/status", NULL, NULL, &r);
+        cJSON *j = cJSON_Parse(r.body), *cur = cJSON_GetObjectItem(j, "current_event");
+        cr_assert_not_null(cur, "%s", r.body);
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(cur, "phase")), "done", "%s", r.body);
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(cur, "outcome")), "1 TaskManager pods gone");
+        cr_assert_not_null(cJSON_GetObjectItem(cJSON_GetObjectItem(cur, "timeline"), "done"), "%s", r.body);
+        cJSON_Delete(j);
+
+        strcpy(polled.phase, "cleared");
+        polled.ended = t + 6 * USEC_PER_SEC;
+        status_refresh_event(st, &polled);
+        http(port, NULL, "/status", NULL, NULL, &r);
+        j = cJSON_Parse(r.body);
+        cJSON *ev = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "events"), 0);
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "phase")), "cleared", "%s", r.body);
+        cr_assert_not_null(cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "timeline"), "done"), "timeline kept");
+        cJSON_Delete(j);
+}

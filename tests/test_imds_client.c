@@ -2,8 +2,12 @@
  * caps and faults. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "imds.h"
@@ -240,4 +244,97 @@ Test(imds_client, all_payload_paths) {
         cr_assert_str_eq(id.instance_id, "i-0123456789abcdef0");
         free(body);
         imds_free(c);
+}
+
+/* ---- answers no server library would send: a raw server ---- */
+
+/* Answers the i-th request with answers[i], over as many connections as the
+ * client opens, then stops. */
+struct raw_server {
+        int fd;
+        unsigned port;
+        const char *const *answers;
+        size_t n;
+        pthread_t thread;
+};
+
+static void *raw_serve(void *arg) {
+        struct raw_server *s = arg;
+        size_t next = 0;
+        while (next < s->n) {
+                int c = accept(s->fd, NULL, NULL);
+                char buf[4096];
+                size_t got = 0;
+                if (c < 0)
+                        break;
+                while (next < s->n) {
+                        ssize_t r = recv(c, buf + got, sizeof buf - 1 - got, 0);
+                        if (r <= 0)
+                                break;
+                        got += (size_t) r;
+                        buf[got] = 0;
+                        if (!strstr(buf, "\r\n\r\n"))
+                                continue;
+                        got = 0;
+                        (void) !send(c, s->answers[next], strlen(s->answers[next]), MSG_NOSIGNAL);
+                        next++;
+                }
+                close(c);
+        }
+        return NULL;
+}
+
+static void raw_start(struct raw_server *s, const char *const *answers, size_t n) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t l = sizeof a;
+        *s = (struct raw_server) { .answers = answers, .n = n };
+        s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(s->fd, 0);
+        cr_assert_eq(bind(s->fd, (struct sockaddr *) &a, sizeof a), 0);
+        cr_assert_eq(listen(s->fd, 8), 0);
+        cr_assert_eq(getsockname(s->fd, (struct sockaddr *) &a, &l), 0);
+        s->port = ntohs(a.sin_port);
+        cr_assert_eq(pthread_create(&s->thread, NULL, raw_serve, s), 0);
+}
+
+static void raw_stop(struct raw_server *s) {
+        shutdown(s->fd, SHUT_RDWR); /* wakes accept() */
+        pthread_join(s->thread, NULL);
+        close(s->fd);
+}
+
+/* Found by fuzzing (tests/fuzz/corpus/imds_client/crash-curl-folded-header):
+ * libcurl before 8.1.0 (Debian 12: 7.88) kept a pointer to the previous
+ * answer's freed headers in a reused handle and appended a folded first
+ * header line to it: use after free, then a double free that aborted. */
+Test(imds_client, folded_first_header_after_an_answer) {
+        static const char *const answers[] = {
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok",
+                "HTTP/1.1 200 OK\r\n\tX-Folded: y\r\nContent-Length: 2\r\n\r\nok",
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        };
+        struct raw_server s;
+        struct imds_options o;
+        struct imds *c;
+        char url[64], *body = NULL;
+        size_t len;
+        int r;
+
+        raw_start(&s, answers, 3);
+        snprintf(url, sizeof url, "http://127.0.0.1:%u", s.port);
+        imds_options_default(&o);
+        o.endpoint = url;
+        o.mode = IMDS_MODE_V1_ONLY;
+        cr_assert_eq(imds_new(&o, &c), 0);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), 0);
+        cr_assert_str_eq(body, "ok");
+        free(body);
+        body = NULL;
+        r = imds_get(c, SPOT, &body, &len);
+        cr_assert(r == 0 || r == -EIO, "a folded first header is taken or refused, got %d", r);
+        free(body);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), 0, "and the client keeps working");
+        free(body);
+        imds_free(c);
+        raw_stop(&s);
 }

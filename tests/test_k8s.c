@@ -6,6 +6,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -797,4 +798,97 @@ Test(k8s, sim_free_with_requests_in_flight, .init = sim_up, .fini = sim_down) {
         cr_assert_eq(k8s_pending(k), 3);
         k8s_free(k);
         cr_assert_eq(called, 0);
+}
+
+/* ---- answers no server library would send: a raw server ---- */
+
+/* Answers the i-th request with answers[i], over as many connections as the
+ * client opens, then stops. */
+struct raw_server {
+        int fd;
+        unsigned port;
+        const char *const *answers;
+        size_t n;
+        pthread_t thread;
+};
+
+static void *raw_serve(void *arg) {
+        struct raw_server *s = arg;
+        size_t next = 0;
+        while (next < s->n) {
+                int c = accept(s->fd, NULL, NULL);
+                char buf[4096];
+                size_t got = 0;
+                if (c < 0)
+                        break;
+                while (next < s->n) {
+                        ssize_t r = recv(c, buf + got, sizeof buf - 1 - got, 0);
+                        if (r <= 0)
+                                break;
+                        got += (size_t) r;
+                        buf[got] = 0;
+                        if (!strstr(buf, "\r\n\r\n"))
+                                continue;
+                        got = 0;
+                        (void) !send(c, s->answers[next], strlen(s->answers[next]), MSG_NOSIGNAL);
+                        next++;
+                }
+                close(c);
+        }
+        return NULL;
+}
+
+static void raw_start(struct raw_server *s, const char *const *answers, size_t n) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t l = sizeof a;
+        *s = (struct raw_server) { .answers = answers, .n = n };
+        s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(s->fd, 0);
+        cr_assert_eq(bind(s->fd, (struct sockaddr *) &a, sizeof a), 0);
+        cr_assert_eq(listen(s->fd, 8), 0);
+        cr_assert_eq(getsockname(s->fd, (struct sockaddr *) &a, &l), 0);
+        s->port = ntohs(a.sin_port);
+        cr_assert_eq(pthread_create(&s->thread, NULL, raw_serve, s), 0);
+}
+
+static void raw_stop(struct raw_server *s) {
+        shutdown(s->fd, SHUT_RDWR); /* wakes accept() */
+        pthread_join(s->thread, NULL);
+        close(s->fd);
+}
+
+/* Found by fuzzing the IMDS client (tests/fuzz/corpus/imds_client/
+ * crash-curl-folded-header); the same libcurl bug hit this client's reused
+ * handles: before 8.1.0 (Debian 12: 7.88) a handle kept a pointer to the
+ * previous answer's freed headers, even after curl_easy_reset, and appended
+ * a folded first header line to it (use after free, then a double free that
+ * aborted). Any JobManager or webhook receiver could send one. */
+Test(k8s, folded_first_header_on_a_later_request) {
+        static const char *const answers[] = {
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok",
+                "HTTP/1.1 200 OK\r\n\tX-Folded: y\r\nContent-Length: 2\r\n\r\nok",
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        };
+        struct raw_server s;
+        struct k8s *k;
+        char url[64];
+
+        raw_start(&s, answers, 3);
+        snprintf(url, sizeof url, "http://127.0.0.1:%u/overview", s.port);
+        cr_assert_eq(k8s_new(&(struct k8s_options) { .api_url = "https://127.0.0.1:1" }, &k), 0);
+        called = 0;
+        for (unsigned i = 1; i <= 3; i++) {
+                /* One after the other: each request gets the handle the one before used. */
+                cr_assert_eq(k8s_request_url(k, "GET", url, NULL, NULL, 0, count_done, NULL), 0);
+                for (int t = 0; t < 200 && called < i; t++)
+                        cr_assert_eq(k8s_poll(k, NULL, 0, 50), 0);
+                cr_assert_eq(called, i);
+                if (i == 2)
+                        cr_assert(last.err == -EIO || (last.err == 0 && last.status == 200),
+                                  "a folded first header is taken or refused, got %d/%ld", last.err, last.status);
+                else
+                        cr_assert(last.err == 0 && last.status == 200, "%d/%ld", last.err, last.status);
+        }
+        k8s_free(k);
+        raw_stop(&s);
 }

@@ -1,6 +1,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "plan.h"
@@ -118,4 +119,26 @@ Test(plan, never_raises_and_keeps_at_least_one) {
         bounds(missing, &m, V("9"), 1, 2);
         struct plan_job bad = { .job = &j, .cur = missing, .ncur = 1 };
         cr_assert_eq(plan_compute(&bad, 1, 2, 1), -EINVAL);
+}
+
+/* Found by fuzzing (tests/fuzz/corpus/flink/slow-plan-no-weights): with
+ * nothing to weigh (no running job, or vertices reporting parallelism 0) the
+ * slots left were handed out one per round, as many rounds as the
+ * JobManager claims slots: seconds of CPU for a large slots-total. The
+ * bounds are the same either way; it must just not take the rounds. */
+Test(plan, no_weights_take_no_rounds, .timeout = 10) {
+        static struct flink_job j = { .jid = V("a") };
+        struct flink_bounds cur[1];
+        size_t n = 0;
+        j.nv = 0;
+        vertex(&j, V("1"), 0, 128, "");
+        bounds(cur, &n, V("1"), 1, 4);
+        for (int i = 0; i < 3; i++) {
+                struct plan_job p = { .job = &j, .cur = cur, .ncur = n };
+                cr_assert_eq(plan_compute(NULL, 0, UINT_MAX, 0), 0);
+                cr_assert_eq(plan_compute(&p, 1, UINT_MAX, 0), 0);
+                cr_assert_eq(p.nout, 1);
+                cr_assert(out_of(&p, V("1"))->lower == 1 && out_of(&p, V("1"))->upper == 4);
+                cr_assert_not(p.change);
+        }
 }

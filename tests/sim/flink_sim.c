@@ -57,6 +57,8 @@
 #define BODY_MAX      (1024 * 1024)
 #define LOG_MAX       2000
 #define SEGS_MAX      16
+#define FAULTS_MAX    16
+#define OVERSIZED_DEF (16 * 1024 * 1024) /* twice spotd's 8 MiB cap */
 #define USEC_PER_MSEC 1000ULL
 #define USEC_PER_SEC  1000000ULL
 
@@ -636,6 +638,10 @@ struct flink_sim {
 
         bool down;
         unsigned conflicts;
+        struct fault { char *prefix; int status; unsigned arg, left; } faults[FAULTS_MAX];
+        size_t n_faults;
+        pthread_cond_t wake; /* broadcast on stop, to cut SLOW and DRIP faults short */
+        bool stopping;
         struct tmgr *tms;
         size_t n_tms;
         struct job *jobs;
@@ -643,6 +649,8 @@ struct flink_sim {
         char *log[LOG_MAX]; /* ring, indexed by n_log % LOG_MAX */
         size_t n_log;
         unsigned violations, bad_answers;
+        struct { char method[8]; unsigned status, n; } answers[64]; /* counted by method and status */
+        size_t n_answers;
 };
 
 static uint64_t epoch_ms(const struct flink_sim *s, uint64_t t) { return (t + s->epoch_off) / 1000; }
@@ -1498,6 +1506,106 @@ static void record(struct flink_sim *s, const char *method, const char *url, con
                                a->violation, a->unsimulated ? " unsimulated" : "");
         free(s->log[s->n_log % LOG_MAX]);
         s->log[s->n_log++ % LOG_MAX] = line;
+        size_t i;
+        for (i = 0; i < s->n_answers; i++)
+                if (s->answers[i].status == a->status && strcmp(s->answers[i].method, method) == 0) break;
+        if (i == s->n_answers && i < sizeof s->answers / sizeof *s->answers) {
+                snprintf(s->answers[i].method, sizeof s->answers[i].method, "%s", method);
+                s->answers[i].status = a->status;
+                s->n_answers++;
+        }
+        if (i < s->n_answers) s->answers[i].n++;
+}
+
+/* ---- faults ---- */
+
+/* The next fault whose prefix the path starts with, consumed; status 0 if
+ * none. Called locked. */
+static struct fault take_fault(struct flink_sim *s, const char *url) {
+        for (size_t i = 0; i < s->n_faults; i++) {
+                struct fault *f = &s->faults[i];
+                if (strncmp(url, f->prefix, strlen(f->prefix)) != 0) continue;
+                struct fault r = { .status = f->status, .arg = f->arg };
+                if (--f->left == 0) {
+                        free(f->prefix);
+                        s->faults[i] = s->faults[--s->n_faults];
+                }
+                return r;
+        }
+        return (struct fault){ 0 };
+}
+
+/* Returns false when the simulator is stopping. */
+static bool sim_sleep(struct flink_sim *s, unsigned ms) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&s->lock);
+        while (!s->stopping)
+                if (pthread_cond_timedwait(&s->wake, &s->lock, &until) == ETIMEDOUT) break;
+        bool ok = !s->stopping;
+        pthread_mutex_unlock(&s->lock);
+        return ok;
+}
+
+/* A body sent by a callback: one byte every ms (DRIP), or the first cut
+ * bytes and then a closed connection (CUT). */
+struct drip {
+        struct flink_sim *s;
+        char *body;
+        unsigned ms;
+        size_t cut;
+};
+
+static ssize_t drip_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        struct drip *d = cls;
+        if (d->cut) {
+                if (pos >= d->cut) return MHD_CONTENT_READER_END_WITH_ERROR;
+                size_t n = d->cut - pos < max ? d->cut - pos : max;
+                memcpy(buf, d->body + pos, n);
+                return (ssize_t)n;
+        }
+        if (!sim_sleep(d->s, d->ms)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        buf[0] = d->body[pos]; /* MHD stops at the announced length */
+        return 1;
+}
+
+static void drip_free(void *cls) {
+        struct drip *d = cls;
+        free(d->body);
+        free(d);
+}
+
+/* The response for text (taken), spoilt as an answer fault asks. */
+static struct MHD_Response *spoilt_response(struct flink_sim *s, char *text, int how, unsigned arg) {
+        size_t len = strlen(text);
+        struct MHD_Response *r;
+        if (how == FLINK_SIM_MALFORMED) {
+                len /= 2; /* JSON cut in half */
+        } else if (how == FLINK_SIM_OVERSIZED) {
+                len = arg ? arg : OVERSIZED_DEF; /* {"padding":"xxx..."} */
+                free(text);
+                text = malloc(len + 1);
+                if (!text) abort();
+                memset(text, 'x', len);
+                memcpy(text, "{\"padding\":\"", 12);
+                memcpy(text + len - 2, "\"}", 3);
+        }
+        if (how == FLINK_SIM_DRIP || how == FLINK_SIM_CUT) {
+                struct drip *d = xcalloc(1, sizeof *d);
+                *d = (struct drip){ s, text, arg ? arg : 100, how == FLINK_SIM_CUT ? (len > 1 ? len / 2 : 1) : 0 };
+                r = MHD_create_response_from_callback(len, 4096, drip_read, d, drip_free);
+                if (!r) drip_free(d);
+        } else {
+                r = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+                if (!r) free(text);
+        }
+        return r;
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -1528,11 +1636,23 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                 return MHD_YES;
         }
 
+        pthread_mutex_lock(&s->lock);
+        struct fault f = take_fault(s, url);
+        pthread_mutex_unlock(&s->lock);
+        if (f.status == FLINK_SIM_SLOW && !sim_sleep(s, f.arg)) return MHD_NO;
+
         struct answer a = { 0 };
         pthread_mutex_lock(&s->lock);
+        if (f.status == FLINK_SIM_DROP) {
+                record(s, method, url, &a);
+                pthread_mutex_unlock(&s->lock);
+                return MHD_NO; /* MHD closes the connection without an answer */
+        }
         uint64_t now = mono();
         advance(s, now);
-        if (s->down)
+        if (f.status >= 100)
+                fail(&a, (unsigned)f.status, "injected fault %d", f.status);
+        else if (s->down)
                 fail(&a, 503, "Service temporarily unavailable due to an ongoing leader election. Please refresh.");
         else if (rq->too_big)
                 fail(&a, 413, "Request entity too large: limit is %d bytes", BODY_MAX);
@@ -1545,11 +1665,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         char *text = cJSON_PrintUnformatted(a.json);
         cJSON_Delete(a.json);
         if (!text) abort();
-        struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-        if (!r) {
-                free(text);
+        struct MHD_Response *r = spoilt_response(s, text, f.status, f.arg);
+        if (!r)
                 return MHD_NO;
-        }
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json; charset=UTF-8");
         if (a.allow[0]) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, a.allow);
         enum MHD_Result ret = MHD_queue_response(c, a.status, r);
@@ -1573,6 +1691,11 @@ int flink_sim_start_port(const struct flink_sim_options *o, uint16_t port, struc
         int r;
         if (!s) return -ENOMEM;
         pthread_mutex_init(&s->lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* sim_sleep deadlines */
+        pthread_cond_init(&s->wake, &ca);
+        pthread_condattr_destroy(&ca);
         snprintf(s->version, sizeof s->version, "%s", o && o->version ? o->version : "1.18.1");
         if (sscanf(s->version, "%u.%u", &major, &minor) != 2 || minor >= 100) {
                 r = -EINVAL;
@@ -1631,8 +1754,14 @@ int flink_sim_start(const struct flink_sim_options *o, struct flink_sim **ret) {
 
 struct flink_sim *flink_sim_stop(struct flink_sim *s) {
         if (!s) return NULL;
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        pthread_cond_broadcast(&s->wake);
+        pthread_mutex_unlock(&s->lock);
         if (s->daemon) MHD_stop_daemon(s->daemon); /* joins every connection thread */
+        pthread_cond_destroy(&s->wake);
         pthread_mutex_destroy(&s->lock);
+        for (size_t i = 0; i < s->n_faults; i++) free(s->faults[i].prefix);
         spec_free(&s->spec);
         for (size_t i = 0; i < s->n_tms; i++) {
                 free(s->tms[i].id);
@@ -1762,6 +1891,21 @@ void flink_sim_pod_terminating(struct flink_sim *s, const char *pod_name, const 
 void flink_sim_set_down(struct flink_sim *s, bool down) { LOCKED(s, s->down = down); }
 void flink_sim_put_conflicts(struct flink_sim *s, unsigned count) { LOCKED(s, s->conflicts = count); }
 
+void flink_sim_fault(struct flink_sim *s, const char *prefix, int status, unsigned arg, unsigned count) {
+        const char *pre = prefix ? prefix : "";
+        pthread_mutex_lock(&s->lock);
+        size_t i;
+        for (i = 0; i < s->n_faults; i++)
+                if (strcmp(s->faults[i].prefix, pre) == 0) break;
+        if (i < s->n_faults) { /* replaces the fault on the same prefix */
+                free(s->faults[i].prefix);
+                s->faults[i] = s->faults[--s->n_faults];
+        }
+        if (count && s->n_faults < FAULTS_MAX)
+                s->faults[s->n_faults++] = (struct fault){ xstrdup(pre), status, arg, count };
+        pthread_mutex_unlock(&s->lock);
+}
+
 void flink_sim_set_last_checkpoint_age(struct flink_sim *s, const char *jid, unsigned age_ms) {
         uint64_t now = mono();
         pthread_mutex_lock(&s->lock);
@@ -1808,6 +1952,16 @@ JOB_COUNTER(flink_sim_puts, unsigned, j->puts)
 JOB_COUNTER(flink_sim_restarts, unsigned, j->restarts)
 JOB_COUNTER(flink_sim_rescales, unsigned, j->rescales)
 JOB_COUNTER(flink_sim_first_put, uint64_t, j->first_put)
+
+unsigned flink_sim_answers(struct flink_sim *s, const char *method, unsigned status) {
+        unsigned n = 0;
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < s->n_answers; i++)
+                if ((!method || strcmp(s->answers[i].method, method) == 0) && (!status || s->answers[i].status == status))
+                        n += s->answers[i].n;
+        pthread_mutex_unlock(&s->lock);
+        return n;
+}
 
 unsigned flink_sim_violations(struct flink_sim *s) {
         unsigned r;

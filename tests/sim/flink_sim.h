@@ -51,6 +51,18 @@ void flink_sim_pod_terminating(struct flink_sim *s, const char *pod_name, const 
  * for refused); the next count PUTs of resource requirements answer 409. */
 void flink_sim_set_down(struct flink_sim *s, bool down);
 void flink_sim_put_conflicts(struct flink_sim *s, unsigned count);
+/* Per-path faults: the next count requests whose path starts with prefix
+ * (NULL or "": any) answer status (>= 100, with a Flink error body), or, for
+ * the special values below, are dropped, delayed or get a spoilt answer (the
+ * request itself is served). A new fault on the same prefix replaces the old
+ * one; count 0 removes it. */
+#define FLINK_SIM_DROP      1 /* close the connection without an answer */
+#define FLINK_SIM_SLOW      2 /* answer after arg ms */
+#define FLINK_SIM_MALFORMED 3 /* the body cut in half (JSON that does not parse) */
+#define FLINK_SIM_OVERSIZED 4 /* the body replaced by arg bytes of JSON (default 16 MiB) */
+#define FLINK_SIM_DRIP      5 /* the body sent one byte every arg ms (default 100) */
+#define FLINK_SIM_CUT       6 /* whole length announced, the connection closed after half the body */
+void flink_sim_fault(struct flink_sim *s, const char *prefix, int status, unsigned arg, unsigned count);
 /* Makes a completed checkpoint look fresh (timestamp now) or old. */
 void flink_sim_set_last_checkpoint_age(struct flink_sim *s, const char *jid, unsigned age_ms);
 
@@ -66,6 +78,8 @@ unsigned flink_sim_rescales(struct flink_sim *s, const char *jid);
 /* Monotonic usec of the first accepted PUT for the job (0: none). */
 uint64_t flink_sim_first_put(struct flink_sim *s, const char *jid);
 unsigned flink_sim_violations(struct flink_sim *s);                  /* requests that broke the spec */
+/* Answers given, by method (NULL: any) and status (0: any; a dropped request counts as 0). */
+unsigned flink_sim_answers(struct flink_sim *s, const char *method, unsigned status);
 /* 2xx answers of the simulator itself that do not match the spec's response
  * schema (minus its known flaws): a simulator bug, also told on stderr. */
 unsigned flink_sim_bad_answers(struct flink_sim *s);

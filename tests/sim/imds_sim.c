@@ -92,6 +92,7 @@ struct answer {
         unsigned ttl;      /* X-Aws-Ec2-Metadata-Token-Ttl-Seconds, 0: none */
         const char *allow; /* Allow header on 405 */
         bool hang;         /* sleep HANG_MS, then close without an answer */
+        size_t cut;        /* RESET_BODY: close the connection after this many body bytes */
 };
 
 /* Marks the first call of the access handler for a request (address only). */
@@ -347,10 +348,17 @@ struct drip {
         struct imds_sim *s;
         char *body;
         unsigned ms;
+        size_t cut; /* 0, or: the connection closes after this many bytes */
 };
 
 static ssize_t drip_read(void *cls, uint64_t pos, char *buf, size_t max) {
         struct drip *d = cls;
+        if (d->cut) { /* RESET_BODY: the first part at once, then the close */
+                if (pos >= d->cut) return MHD_CONTENT_READER_END_WITH_ERROR;
+                size_t n = d->cut - pos < max ? d->cut - pos : max;
+                memcpy(buf, d->body + pos, n);
+                return (ssize_t)n;
+        }
         if (!sim_sleep(d->s, d->ms)) return MHD_CONTENT_READER_END_WITH_ERROR;
         buf[0] = d->body[pos]; /* MHD stops at the announced length */
         return 1;
@@ -367,10 +375,10 @@ static void drip_free(void *cls) {
 static enum MHD_Result send_answer(struct imds_sim *s, struct MHD_Connection *c,
                                    struct answer *a, unsigned drip_ms) {
         struct MHD_Response *r;
-        if (drip_ms) {
+        if (drip_ms || a->cut) {
                 struct drip *d = malloc(sizeof *d);
                 if (!d) abort();
-                *d = (struct drip){ .s = s, .body = a->body, .ms = drip_ms };
+                *d = (struct drip){ .s = s, .body = a->body, .ms = drip_ms, .cut = a->cut };
                 r = MHD_create_response_from_callback(a->len, 1, drip_read, d, drip_free);
                 if (!r) drip_free(d);
         } else {
@@ -440,6 +448,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         case SIM_FAULT_401:
                 xhtml(&a, 401, "Unauthorized");
                 return send_answer(s, c, &a, 0);
+        case SIM_FAULT_403:
+                xhtml(&a, 403, "Forbidden");
+                return send_answer(s, c, &a, 0);
         case SIM_FAULT_SLOW:
                 if (!sim_sleep(s, arg)) return MHD_NO;
                 break;
@@ -477,6 +488,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         case SIM_FAULT_SLOW_DRIP:
                 if (a.status != 200) padded_json(&a, DRIP_LEN);
                 return send_answer(s, c, &a, arg ? arg : 1);
+        case SIM_FAULT_RESET_BODY:
+                if (a.status != 200 || a.len < 2) padded_json(&a, DRIP_LEN);
+                a.cut = a.len / 2;
+                return send_answer(s, c, &a, 0);
         default:
                 break;
         }
@@ -709,4 +724,22 @@ uint64_t imds_sim_spot_visible_since(struct imds_sim *s) {
         uint64_t n;
         LOCKED(s, n = s->spot_set ? s->spot_vis_real : 0);
         return n;
+}
+
+char *imds_sim_tokens(struct imds_sim *s) {
+        char *buf = calloc(TOKEN_SLOTS, TOKEN_LEN + 1);
+        size_t o = 0;
+        if (!buf)
+                return NULL;
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < TOKEN_SLOTS; i++)
+                if (s->tokens[i].text[0]) {
+                        memcpy(buf + o, s->tokens[i].text, strlen(s->tokens[i].text));
+                        o += strlen(s->tokens[i].text);
+                        buf[o++] = '\n';
+                }
+        pthread_mutex_unlock(&s->lock);
+        if (o)
+                buf[o - 1] = 0;
+        return buf;
 }

@@ -29,6 +29,8 @@ enum imds_sim_fault {
         SIM_FAULT_OVERSIZED,  /* 200 with a body of fault_arg bytes (default 1 MiB) */
         SIM_FAULT_401,        /* 401 even with a valid token */
         SIM_FAULT_SLOW_DRIP,  /* 200 body sent one byte every fault_arg ms */
+        SIM_FAULT_403,        /* 403 with an XHTML body (metadata access turned off) */
+        SIM_FAULT_RESET_BODY, /* 200, whole length announced, the connection closed after half the body */
 };
 
 struct imds_sim_options {
@@ -87,5 +89,8 @@ uint64_t imds_sim_token_requests(struct imds_sim *s);
 uint64_t imds_sim_unauthorized(struct imds_sim *s);
 /* TCP connections accepted, to check keep-alive reuse. */
 uint64_t imds_sim_connections(struct imds_sim *s);
+/* The IMDSv2 session tokens handed out and still kept (the last 64), one a
+ * line, malloc'ed: to check that none reaches spotd's output. */
+char *imds_sim_tokens(struct imds_sim *s);
 /* Realtime (usec) at which the current spot notice became visible, 0 if none. */
 uint64_t imds_sim_spot_visible_since(struct imds_sim *s);

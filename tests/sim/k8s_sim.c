@@ -48,6 +48,7 @@ extern char **environ;
 #define LOG_MAX         2000
 #define EVENTS_MAX      10000
 #define FAULTS_MAX      16
+#define OVERSIZED_DEF   (16 * 1024 * 1024) /* twice spotd's 8 MiB cap */
 #define USEC_PER_MSEC   1000ULL
 #define USEC_PER_SEC    1000000ULL
 
@@ -1314,13 +1315,63 @@ static bool authorized(struct k8s_sim *s, struct MHD_Connection *c) {
         return v && strncmp(v, "Bearer ", 7) == 0 && strcmp(v + 7, s->token) == 0;
 }
 
-static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a) {
-        struct MHD_Response *r = MHD_create_response_from_buffer(strlen(a->body), a->body,
-                                                                 MHD_RESPMEM_MUST_FREE);
-        if (!r) {
-                free(a->body);
-                return MHD_NO;
+/* A body sent by a callback: one byte every ms (DRIP), or the first cut
+ * bytes and then a closed connection (CUT). */
+struct drip {
+        struct k8s_sim *s;
+        char *body;
+        unsigned ms;
+        size_t cut;
+};
+
+static ssize_t drip_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        struct drip *d = cls;
+        if (d->cut) {
+                if (pos >= d->cut) return MHD_CONTENT_READER_END_WITH_ERROR;
+                size_t n = d->cut - pos < max ? d->cut - pos : max;
+                memcpy(buf, d->body + pos, n);
+                return (ssize_t)n;
         }
+        if (!sim_sleep(d->s, d->ms)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        buf[0] = d->body[pos]; /* MHD stops at the announced length */
+        return 1;
+}
+
+static void drip_free(void *cls) {
+        struct drip *d = cls;
+        free(d->body);
+        free(d);
+}
+
+/* Queues the answer, spoilt as an answer fault (K8S_SIM_MALFORMED ..
+ * K8S_SIM_CUT) asks; any other how sends it as it is. */
+static enum MHD_Result send_answer(struct k8s_sim *s, struct MHD_Connection *c, struct answer *a,
+                                   int how, unsigned arg) {
+        size_t len = strlen(a->body);
+        struct MHD_Response *r;
+        if (how == K8S_SIM_MALFORMED) {
+                len /= 2; /* JSON cut in half */
+        } else if (how == K8S_SIM_OVERSIZED) {
+                len = arg ? arg : OVERSIZED_DEF; /* {"padding":"xxx..."} */
+                free(a->body);
+                a->body = malloc(len + 1);
+                if (!a->body) abort();
+                memset(a->body, 'x', len);
+                memcpy(a->body, "{\"padding\":\"", 12);
+                memcpy(a->body + len - 2, "\"}", 3);
+        }
+        if (how == K8S_SIM_DRIP || how == K8S_SIM_CUT) {
+                struct drip *d = malloc(sizeof *d);
+                if (!d) abort();
+                *d = (struct drip){ s, a->body, arg ? arg : 100, how == K8S_SIM_CUT ? (len > 1 ? len / 2 : 1) : 0 };
+                r = MHD_create_response_from_callback(len, 4096, drip_read, d, drip_free);
+                if (!r) drip_free(d);
+        } else {
+                r = MHD_create_response_from_buffer(len, a->body, MHD_RESPMEM_MUST_FREE);
+                if (!r) free(a->body);
+        }
+        if (!r)
+                return MHD_NO;
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
         MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache, private");
         if (a->allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, a->allow);
@@ -1369,7 +1420,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                 pthread_mutex_unlock(&s->lock);
                 return MHD_NO; /* MHD closes the connection without an answer */
         }
-        if (f.status > K8S_SIM_SLOW) {
+        if (f.status >= 100) {
                 if (f.status == 401) s->n_unauth++;
                 fail(&a, (unsigned)f.status, NULL, "injected fault %d", f.status);
         } else if (!authorized(s, c)) {
@@ -1381,7 +1432,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                 route(s, c, method, url, rq, &a);
         record(s, c, method, url, a.status);
         pthread_mutex_unlock(&s->lock);
-        return send_answer(c, &a);
+        return send_answer(s, c, &a, f.status, f.arg);
 }
 
 static void request_done(void *cls, struct MHD_Connection *c, void **req,
@@ -1508,6 +1559,46 @@ static int make_certs(struct k8s_sim *s) {
 
 /* ---- lifecycle ---- */
 
+/* The HTTPS daemon on 127.0.0.1:port (0: ephemeral). */
+static struct MHD_Daemon *daemon_start(struct k8s_sim *s, uint16_t port) {
+        struct sockaddr_in sa = {
+                .sin_family = AF_INET,
+                .sin_port = htons(port),
+                .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+        };
+        return MHD_start_daemon(
+                MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO,
+                0, NULL, NULL, handle, s,
+                MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                MHD_OPTION_HTTPS_MEM_KEY, s->key_pem,
+                MHD_OPTION_HTTPS_MEM_CERT, s->cert_pem,
+                MHD_OPTION_NOTIFY_CONNECTION, notify_connection, s,
+                MHD_OPTION_NOTIFY_COMPLETED, request_done, s,
+                MHD_OPTION_CONNECTION_TIMEOUT, 30U, /* reap idle keep-alive connections */
+                MHD_OPTION_CONNECTION_LIMIT, 512U,
+                MHD_OPTION_END);
+}
+
+int k8s_sim_set_refusing(struct k8s_sim *s, bool refusing) {
+        if (refusing && s->daemon) {
+                /* Cut pending SLOW and DRIP answers short, as k8s_sim_stop does. */
+                pthread_mutex_lock(&s->lock);
+                s->stopping = true;
+                pthread_cond_broadcast(&s->wake);
+                pthread_mutex_unlock(&s->lock);
+                MHD_stop_daemon(s->daemon); /* every connection closed, the port too */
+                s->daemon = NULL;
+                pthread_mutex_lock(&s->lock);
+                s->stopping = false;
+                pthread_mutex_unlock(&s->lock);
+        } else if (!refusing && !s->daemon) {
+                errno = 0;
+                s->daemon = daemon_start(s, s->port); /* MHD sets SO_REUSEADDR */
+                if (!s->daemon) return errno ? -errno : -EIO;
+        }
+        return 0;
+}
+
 int k8s_sim_start(const struct k8s_sim_options *o, struct k8s_sim **ret) {
         struct k8s_sim *s = calloc(1, sizeof *s);
         int r;
@@ -1538,22 +1629,8 @@ int k8s_sim_start(const struct k8s_sim_options *o, struct k8s_sim **ret) {
         s->token_file = path_in(s, "token");
         if ((r = make_certs(s)) < 0 || (r = write_file(s->token_file, s->token, 0600)) < 0) goto fail;
 
-        struct sockaddr_in sa = {
-                .sin_family = AF_INET,
-                .sin_port = 0,
-                .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-        };
-        s->daemon = MHD_start_daemon(
-                MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_AUTO,
-                0, NULL, NULL, handle, s,
-                MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                MHD_OPTION_HTTPS_MEM_KEY, s->key_pem,
-                MHD_OPTION_HTTPS_MEM_CERT, s->cert_pem,
-                MHD_OPTION_NOTIFY_CONNECTION, notify_connection, s,
-                MHD_OPTION_NOTIFY_COMPLETED, request_done, s,
-                MHD_OPTION_CONNECTION_TIMEOUT, 30U, /* reap idle keep-alive connections */
-                MHD_OPTION_CONNECTION_LIMIT, 512U,
-                MHD_OPTION_END);
+        errno = 0;
+        s->daemon = daemon_start(s, 0);
         if (!s->daemon) {
                 r = errno ? -errno : -EIO;
                 goto fail;
@@ -1878,4 +1955,15 @@ void k8s_sim_pod_ip(struct k8s_sim *s, const char *ns, const char *name, char *b
         const char *ip = p ? cJSON_GetStringValue(jget(p->obj, "status", "podIP")) : NULL;
         snprintf(buf, len, "%s", ip ? ip : "");
         pthread_mutex_unlock(&s->lock);
+}
+
+char *k8s_sim_events_json(struct k8s_sim *s) {
+        cJSON *arr = cJSON_CreateArray();
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; arr && i < EVENTS_MAX && i < s->n_events; i++)
+                cJSON_AddItemToArray(arr, cJSON_Duplicate(s->events[i], true));
+        pthread_mutex_unlock(&s->lock);
+        char *text = arr ? cJSON_PrintUnformatted(arr) : NULL;
+        cJSON_Delete(arr);
+        return text ? text : strdup("[]");
 }

@@ -58,15 +58,27 @@ unsigned k8s_sim_eviction_attempts(struct k8s_sim *s, const char *ns, const char
 unsigned k8s_sim_deletes(struct k8s_sim *s, const char *ns, const char *name);
 /* Events posted (201), and how many have reason; over the last 10000 kept. */
 unsigned k8s_sim_events(struct k8s_sim *s, const char *reason /* NULL: all */);
+/* Those Events as posted, a JSON array, malloc'ed. */
+char *k8s_sim_events_json(struct k8s_sim *s);
 
 /* Faults. The next count requests (whose path starts with prefix; NULL:
  * any) answer status (500, 503, ...) with a Status body; or, for the two
  * special values below, are delayed / dropped. */
 #define K8S_SIM_DROP  1   /* close the connection without an answer */
 #define K8S_SIM_SLOW  2   /* answer after arg ms */
+/* Answer faults: the request is served (and its change made) as usual, the
+ * answer is spoilt on its way back, as a broken proxy or link would. */
+#define K8S_SIM_MALFORMED 3 /* the body cut in half (JSON that does not parse) */
+#define K8S_SIM_OVERSIZED 4 /* the body replaced by arg bytes of JSON (default 16 MiB) */
+#define K8S_SIM_DRIP      5 /* the body sent one byte every arg ms (default 100) */
+#define K8S_SIM_CUT       6 /* whole length announced, the connection closed after half the body */
 /* A new fault on the same prefix replaces the old one; count 0 removes it.
  * Faults come before authentication, as a failing server's answers would. */
 void k8s_sim_fault(struct k8s_sim *s, const char *prefix, int status, unsigned arg, unsigned count);
+/* true: the server goes away (every connection closed, connects refused);
+ * false: it comes back on the same port with its state. Not concurrently
+ * with itself. 0 or -errno (the port was taken meanwhile). */
+int k8s_sim_set_refusing(struct k8s_sim *s, bool refusing);
 /* The next count writes (PATCH) to node answer 409 as if another writer won. */
 void k8s_sim_conflict(struct k8s_sim *s, const char *node, unsigned count);
 
