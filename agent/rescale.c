@@ -324,6 +324,14 @@ static void got_cluster_pods(struct cluster *c, struct fjob *unused, const struc
 
 /* ---- originals ---- */
 
+/* A bound read back from a node annotation: anyone with patch rights on
+ * nodes can write there, so it is clamped to what Flink accepts. */
+static unsigned ann_bound(const cJSON *v) {
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 1))
+                return 1;
+        return v->valuedouble > 32768 ? 32768 : (unsigned) v->valuedouble;
+}
+
 /* The originals recorded for a job in an annotation value, if any. */
 static const cJSON *adopted_job(const struct cluster *c, const char *jid) {
         return cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c->adopted, "jobs"), jid);
@@ -384,8 +392,8 @@ static void plan_and_record(struct cluster *c) {
                         j->orig[k] = j->cur[k];
                         const cJSON *a = cJSON_GetObjectItemCaseSensitive(aj, j->cur[k].vid);
                         if (cJSON_GetArraySize(a) >= 2) {
-                                j->orig[k].lower = (unsigned) cJSON_GetArrayItem(a, 0)->valuedouble;
-                                j->orig[k].upper = (unsigned) cJSON_GetArrayItem(a, 1)->valuedouble;
+                                j->orig[k].lower = ann_bound(cJSON_GetArrayItem(a, 0));
+                                j->orig[k].upper = ann_bound(cJSON_GetArrayItem(a, 1));
                         }
                         /* Never raise during a downscale: another agent may have gone lower. */
                         for (size_t m = 0; m < j->nset; m++)
@@ -414,7 +422,7 @@ static void plan_and_record(struct cluster *c) {
                         for (size_t m = 0; m < j->nset; m++) {
                                 const cJSON *a = cJSON_GetObjectItemCaseSensitive(aj, j->set[m].vid);
                                 if (cJSON_GetArraySize(a) >= 3)
-                                        j->set[m].upper = (unsigned) cJSON_GetArrayItem(a, 2)->valuedouble;
+                                        j->set[m].upper = ann_bound(cJSON_GetArrayItem(a, 2));
                         }
                         j->put_ok = true;
                 }
@@ -878,10 +886,10 @@ static void add_restore_only(struct rescale *r, const char *key, const char *val
                         struct flink_bounds *o = &j->orig[j->norig++], *st = &j->set[j->nset++];
                         strcpy(o->vid, vit->string);
                         strcpy(st->vid, vit->string);
-                        o->lower = (unsigned) cJSON_GetArrayItem(vit, 0)->valuedouble;
-                        o->upper = (unsigned) cJSON_GetArrayItem(vit, 1)->valuedouble;
+                        o->lower = ann_bound(cJSON_GetArrayItem(vit, 0));
+                        o->upper = ann_bound(cJSON_GetArrayItem(vit, 1));
                         st->lower = 1;
-                        st->upper = (unsigned) cJSON_GetArrayItem(vit, 2)->valuedouble;
+                        st->upper = ann_bound(cJSON_GetArrayItem(vit, 2));
                 }
                 j->put_ok = true;
                 c->njobs++;
