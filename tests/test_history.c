@@ -11,40 +11,17 @@
 #include <sys/stat.h>
 
 #include "helpers.h"
+#include "journald.h"
 #include "history.h"
 #include "imds_sim.h"
 #include "k8s_sim.h"
 
-#define JOURNALD "/lib/systemd/systemd-journald"
 #define MSG_FENCED "6147413d8d83401b946c0f997aff043d"
 #define MSG_DONE "a11e73ecf1174841a611800b7f13bf1a"
 #define MSG_SPOT_NOTICE "e4c9da6bf184496cb8c964249990883f"
 #define MSG_REBALANCE "81027988cdfa409e8e14c74a364930bc"
 #define TM "component=taskmanager,type=flink-native-kubernetes,app=job-a"
 
-static pid_t journald_start(void) {
-        cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare: %s (the test needs root)", strerror(errno));
-        cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
-        mkdir("/run/systemd", 0755);
-        mkdir("/run/systemd/journal", 0755);
-        mkdir("/run/log", 0755);
-        mkdir("/run/log/journal", 0755);
-        cr_assert_eq(mount("tmpfs", "/run/systemd/journal", "tmpfs", 0, "mode=0755"), 0);
-        cr_assert_eq(mount("tmpfs", "/run/log/journal", "tmpfs", 0, "mode=0755"), 0);
-        pid_t pid = fork();
-        if (pid == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed assertion takes it along */
-                int null = open("/dev/null", O_RDWR);
-                dup2(null, 0), dup2(null, 1), dup2(null, 2);
-                execl(JOURNALD, JOURNALD, NULL);
-                _exit(127);
-        }
-        struct stat st;
-        for (int i = 0; i < 100 && stat("/run/systemd/journal/socket", &st) < 0; i++)
-                usleep(50 * 1000);
-        cr_assert_eq(stat("/run/systemd/journal/socket", &st), 0, "journald did not create its socket");
-        return pid;
-}
 
 /* How many spotd entries with this MESSAGE_ID (and event id prefix) the
  * journal holds, read with journalctl as an independent reader. */

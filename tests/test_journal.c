@@ -9,32 +9,10 @@
 #include <sys/stat.h>
 
 #include "helpers.h"
+#include "journald.h"
 #include "imds_sim.h"
 
-#define JOURNALD "/lib/systemd/systemd-journald"
 
-static pid_t journald_start(void) {
-        cr_assert_eq(unshare(CLONE_NEWNS), 0, "unshare: %s (the test needs root)", strerror(errno));
-        cr_assert_eq(mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL), 0);
-        mkdir("/run/systemd", 0755);
-        mkdir("/run/systemd/journal", 0755);
-        mkdir("/run/log", 0755);
-        mkdir("/run/log/journal", 0755);
-        cr_assert_eq(mount("tmpfs", "/run/systemd/journal", "tmpfs", 0, "mode=0755"), 0);
-        cr_assert_eq(mount("tmpfs", "/run/log/journal", "tmpfs", 0, "mode=0755"), 0);
-        pid_t pid = fork();
-        if (pid == 0) {
-                int null = open("/dev/null", O_RDWR);
-                dup2(null, 0), dup2(null, 1), dup2(null, 2);
-                execl(JOURNALD, JOURNALD, NULL);
-                _exit(127);
-        }
-        struct stat st;
-        for (int i = 0; i < 100 && stat("/run/systemd/journal/socket", &st) < 0; i++)
-                usleep(50 * 1000);
-        cr_assert_eq(stat("/run/systemd/journal/socket", &st), 0, "journald did not create its socket");
-        return pid;
-}
 
 /* All spotd entries as JSON objects, newest last. */
 static cJSON *journal_read(void) {
