@@ -237,8 +237,13 @@ static void merge_source(struct agent *a, enum event_kind k, const struct detect
                         log_full(LOG_INFO, MSG_PLAN, &c, "%s", plan);
                         handler_cancel(a->handler, &t->se.ev);
                 }
-                /* The spot time may be recomputed until final; maintenance may
-                 * be rescheduled. An ASG deadline is ours and stays. */
+                /* The notice time stays the first one seen: EC2 issues one
+                 * rebalance recommendation per instance, at one time; a service
+                 * that recomputes noticeTime on every answer only tells the poll
+                 * time, and the journal, /status and the Kubernetes Event must
+                 * keep agreeing. The spot time may be recomputed until final;
+                 * maintenance may be rescheduled. An ASG deadline is ours and
+                 * stays. */
                 if (k != EVENT_ASG_TERMINATION && e->deadline != t->se.ev.deadline) {
                         log_debug("Deadline of %s moved by %lds", e->id, (long) (e->deadline - t->se.ev.deadline));
                         t->se.ev.deadline = e->deadline;

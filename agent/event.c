@@ -41,7 +41,9 @@ int event_action_from_string(const char *s) {
 /* Ids are built from the kind and what identifies the notice to AWS: the
  * instance and the action (spot: the time may be recomputed on every poll
  * until the notice is final, so it is not part of the id), the maintenance
- * EventId, the rebalance notice time. A restarted agent computes the same id. */
+ * EventId; the instance alone for a rebalance recommendation, of which EC2
+ * issues one per instance (a service may recompute its noticeTime on every
+ * answer, as AWS's own mock does). A restarted agent computes the same id. */
 void event_from_instance_action(const struct imds_instance_action *a, const char *instance,
                                 struct event *ret) {
         *ret = (struct event) { .kind = EVENT_SPOT_INTERRUPTION, .deadline = a->time,
@@ -51,12 +53,8 @@ void event_from_instance_action(const struct imds_instance_action *a, const char
 }
 
 void event_from_rebalance(time_t notice, const char *instance, struct event *ret) {
-        struct tm tm;
-        char t[20] = "0";
-        if (gmtime_r(&notice, &tm))
-                strftime(t, sizeof t, "%Y%m%dT%H%M%SZ", &tm);
         *ret = (struct event) { .kind = EVENT_REBALANCE, .notice_time = notice };
-        snprintf(ret->id, sizeof ret->id, "rebalance-%s-%s", instance, t);
+        snprintf(ret->id, sizeof ret->id, "rebalance-%s", instance);
         snprintf(ret->detail, sizeof ret->detail, "rebalance");
 }
 

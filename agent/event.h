@@ -24,7 +24,7 @@ struct event {
         enum event_kind kind;
         char detail[32];        /* spot action, maintenance code, lifecycle state */
         bool canceled;          /* scheduled event canceled or completed */
-        time_t notice_time;     /* when AWS issued it, if known, else first seen */
+        time_t notice_time;     /* when AWS issued it, if known, else first seen; the agent keeps the first value */
         time_t deadline;        /* when the instance goes away (0: none) */
 };
 

@@ -19,6 +19,22 @@ Test(event, spot_id_ignores_time) {
         cr_assert_eq(e1.kind, EVENT_SPOT_INTERRUPTION);
 }
 
+/* EC2 issues one rebalance recommendation per instance; a service that
+ * recomputes noticeTime on every answer (AWS's own mock does) must not make
+ * every poll a new event. The time stays as data. */
+Test(event, rebalance_id_ignores_notice_time) {
+        struct event e1, e2, e3;
+        event_from_rebalance(1795607813, "i-0123456789abcdef0", &e1);
+        event_from_rebalance(1795607814, "i-0123456789abcdef0", &e2);
+        cr_assert_str_eq(e1.id, e2.id);
+        cr_assert_eq(e1.notice_time, 1795607813);
+        cr_assert_eq(e2.notice_time, 1795607814);
+        cr_assert_eq(e2.kind, EVENT_REBALANCE);
+        cr_assert_eq(e2.deadline, 0);
+        event_from_rebalance(1795607813, "i-0fffffffffffffff0", &e3);
+        cr_assert_str_neq(e1.id, e3.id, "ids differ across instances");
+}
+
 Test(event, scheduled_and_others) {
         struct imds_scheduled_event s = { .code = "instance-stop", .state = "active", .event_id = "instance-event-1",
                                           .not_before = 5000 };
@@ -35,7 +51,7 @@ Test(event, scheduled_and_others) {
         cr_assert(e.canceled);
 
         event_from_rebalance(1795607813, "i-1", &e);
-        cr_assert_str_eq(e.id, "rebalance-i-1-20261125T115653Z");
+        cr_assert_str_eq(e.id, "rebalance-i-1");
         event_from_lifecycle("Terminated", "i-1", 100, 120, &e);
         cr_assert_str_eq(e.id, "asg-i-1-terminated");
         cr_assert_eq(e.deadline, 220);

@@ -180,6 +180,55 @@ Test(integration, same_event_id_across_restarts) {
         cr_assert_str_eq(ids[0], ids[1]);
 }
 
+/* A service that recomputes noticeTime on every answer (AWS's own mock
+ * does): one recommendation, one notice, one plan, never "no longer served";
+ * /status keeps the first noticeTime seen. */
+Test(integration, rebalance_notice_time_drift_is_one_event) {
+        struct proc p;
+        char url[96], *first = NULL, *later = NULL, *body = NULL;
+        imds_sim_url(sim, url, sizeof url);
+        strcat(url, "/latest/meta-data/events/recommendations/rebalance");
+        imds_sim_set_rebalance_time_drift(sim, true);
+        imds_sim_set_rebalance(sim, time(NULL) - 60, 0);
+        cr_assert_eq(proc_spawn(&p, AGENT_ARGS("--dry-run"), NULL), 0);
+        unsigned port = proc_health_port(&p);
+        cr_assert(proc_wait_for(&p, "Rebalance recommendation issued at", 5000), "%s", p.out);
+        cr_assert_eq(http_request("GET", url, &first), 200);
+        /* Polls for two more seconds: the served noticeTime changes under them. */
+        time_t t0 = time(NULL);
+        uint64_t n0 = imds_sim_requests(sim, "/latest/meta-data/events/recommendations/rebalance");
+        cr_assert(eventually(time(NULL) >= t0 + 2 &&
+                             imds_sim_requests(sim, "/latest/meta-data/events/recommendations/rebalance") >= n0 + 5,
+                             10000));
+        cr_assert_eq(http_request("GET", url, &later), 200);
+        cr_assert_str_neq(first, later, "the simulator recomputes noticeTime: %s", first);
+        usleep(200 * 1000);
+        proc_pump(&p, 0);
+        cr_assert_eq(proc_count(&p, "\"message_id\":\"81027988cdfa409e8e14c74a364930bc\""), 1, "%s", p.out);
+        cr_assert_eq(proc_count(&p, "dry run: would cordon node node-a"), 1, "%s", p.out);
+        cr_assert_eq(proc_count(&p, "is no longer served"), 0, "%s", p.out);
+        cr_assert_eq(http_get_port(port, "/metrics", &body), 200);
+        cr_assert(strstr(body, "spotd_notices_total{kind=\"rebalance-recommendation\"} 1\n"), "%s", body);
+        free(body);
+
+        /* The logged noticeTime is the first one served, and /status agrees. */
+        const char *at = strstr(p.out, "Rebalance recommendation issued at ") + strlen("Rebalance recommendation issued at ");
+        char logged[32];
+        snprintf(logged, sizeof logged, "%.20s", at);
+        cr_assert_eq(http_get_port(port, "/status", &body), 200);
+        cJSON *j = cJSON_Parse(body);
+        cJSON *ev = cJSON_GetObjectItem(j, "current_event");
+        cr_assert(cJSON_IsObject(ev), "%s", body);
+        cr_assert_str_eq(cJSON_GetObjectItem(ev, "id")->valuestring, "rebalance-i-0123456789abcdef0");
+        cr_assert_str_eq(cJSON_GetObjectItem(ev, "notice_time")->valuestring, logged, "%s", body);
+        cJSON_Delete(j);
+        free(body);
+        free(first);
+        free(later);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
 Test(integration, canceled_maintenance_is_logged) {
         struct proc p;
         imds_sim_add_scheduled(sim, "system-reboot", "active", "instance-event-0aaa", time(NULL) + 600, 0);

@@ -68,6 +68,7 @@ struct imds_sim {
         time_t spot_time;
         uint64_t spot_vis, spot_vis_real;
         time_t rebalance_time; /* 0: none */
+        bool rebalance_drift;
         uint64_t rebalance_vis;
         char *sched_json;      /* NULL: 404 */
         uint64_t sched_vis;
@@ -295,7 +296,7 @@ static void answer_get(struct imds_sim *s, struct MHD_Connection *c, const char 
                 ok_text(a, t);
         } else if (s->rebalance_time && now >= s->rebalance_vis &&
                    strcmp(url, "/latest/meta-data/events/recommendations/rebalance") == 0) {
-                fmt_rfc3339(s->rebalance_time, t);
+                fmt_rfc3339(s->rebalance_drift ? time(NULL) : s->rebalance_time, t);
                 char *b = xasprintf(&a->len, "{\n\t\"noticeTime\": \"%s\"\n}", t);
                 answer_ok(a, "application/json", b, a->len);
         } else if (s->sched_json && now >= s->sched_vis &&
@@ -587,6 +588,7 @@ void imds_sim_set_require_v2(struct imds_sim *s, bool require) { LOCKED(s, s->re
 void imds_sim_set_token_mode(struct imds_sim *s, enum imds_sim_token_mode m) { LOCKED(s, s->token_mode = m); }
 void imds_sim_expire_tokens(struct imds_sim *s) { LOCKED(s, memset(s->tokens, 0, sizeof s->tokens)); }
 void imds_sim_set_spot_time_drift(struct imds_sim *s, bool drift) { LOCKED(s, s->spot_drift = drift); }
+void imds_sim_set_rebalance_time_drift(struct imds_sim *s, bool drift) { LOCKED(s, s->rebalance_drift = drift); }
 
 void imds_sim_set_spot(struct imds_sim *s, const char *action, time_t when, unsigned delay_ms) {
         uint64_t vis = mono() + delay_ms * USEC_PER_MSEC;

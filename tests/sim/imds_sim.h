@@ -65,6 +65,9 @@ void imds_sim_set_spot(struct imds_sim *s, const char *action, time_t when, unsi
  * request, as the real service may do until the notice is final. */
 void imds_sim_set_spot_time_drift(struct imds_sim *s, bool drift);
 void imds_sim_set_rebalance(struct imds_sim *s, time_t notice_time, unsigned delay_ms);
+/* When true, the rebalance "noticeTime" is recomputed as now on every
+ * request, as AWS's own metadata mock does. */
+void imds_sim_set_rebalance_time_drift(struct imds_sim *s, bool drift);
 /* The raw JSON served at events/maintenance/scheduled (served pretty-printed
  * as given; NULL: 404; "[]" allowed). */
 void imds_sim_set_scheduled_json(struct imds_sim *s, const char *json, unsigned delay_ms);

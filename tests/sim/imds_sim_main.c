@@ -14,7 +14,9 @@
 
 static void usage(FILE *f) {
         fputs("Usage: imds-sim [--port N] [--require-v2] [--spot ACTION [--spot-after-ms N]]\n"
-              "                [--rebalance-after-ms N] [--lifecycle STATE]\n", f);
+              "                [--rebalance-after-ms N] [--lifecycle STATE] [--drift]\n"
+              "  --drift  recompute the spot notice time and the rebalance noticeTime on\n"
+              "           every answer, as AWS's own metadata mock does\n", f);
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {
@@ -27,7 +29,7 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {
 }
 
 int main(int argc, char **argv) {
-        enum { OPT_PORT = 256, OPT_V2, OPT_SPOT, OPT_SPOT_AFTER, OPT_REBALANCE, OPT_LIFECYCLE };
+        enum { OPT_PORT = 256, OPT_V2, OPT_SPOT, OPT_SPOT_AFTER, OPT_REBALANCE, OPT_LIFECYCLE, OPT_DRIFT };
         static const struct option opts[] = {
                 { "port", required_argument, NULL, OPT_PORT },
                 { "require-v2", no_argument, NULL, OPT_V2 },
@@ -35,13 +37,14 @@ int main(int argc, char **argv) {
                 { "spot-after-ms", required_argument, NULL, OPT_SPOT_AFTER },
                 { "rebalance-after-ms", required_argument, NULL, OPT_REBALANCE },
                 { "lifecycle", required_argument, NULL, OPT_LIFECYCLE },
+                { "drift", no_argument, NULL, OPT_DRIFT },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
         struct imds_sim_options o = { 0 };
         unsigned long port = 0, spot_after = 0, rebalance_after = 0;
         const char *spot = NULL, *lifecycle = NULL;
-        bool rebalance = false;
+        bool rebalance = false, drift = false;
         int c;
 
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
@@ -56,6 +59,7 @@ int main(int argc, char **argv) {
                         rebalance = true;
                         break;
                 case OPT_LIFECYCLE: lifecycle = optarg; break;
+                case OPT_DRIFT: drift = true; break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -94,6 +98,8 @@ int main(int argc, char **argv) {
                 imds_sim_set_rebalance(s, time(NULL) + (time_t)(rebalance_after / 1000),
                                        (unsigned)rebalance_after);
         if (lifecycle) imds_sim_set_lifecycle(s, lifecycle);
+        imds_sim_set_spot_time_drift(s, drift);
+        imds_sim_set_rebalance_time_drift(s, drift);
 
         char url[64];
         imds_sim_url(s, url, sizeof url);
