@@ -10,11 +10,12 @@
 #include <unistd.h>
 
 #include "health.h"
+#include "k8s.h"
 
 extern char **environ;
 
 enum opt_type { T_STRING, T_NODE, T_URL, T_DURATION, T_UINT, T_BOOL, T_ENUM, T_ADDR, T_LEVEL, T_SELECTOR, T_DNS_LABEL,
-                T_URL_LIST, T_HEADER_LIST };
+                T_URL_LIST, T_HEADER_LIST, T_URL_TEMPLATE };
 
 struct option_def {
         const char *name;      /* flag without "--"; env is SPOTD_ + upper(name) */
@@ -68,7 +69,7 @@ static const struct option_def options[] = {
         { "eviction-margin", T_DURATION, OFF(eviction_margin), "15s", 0, 600 * S, NULL, "evictions must be accepted this long before the deadline" },
         { "force-delete", T_BOOL, OFF(force_delete), "false", 0, 0, NULL, "delete a TaskManager pod whose eviction is still blocked at the margin" },
         { "event-namespace", T_DNS_LABEL, OFF(event_namespace), "default", 0, 0, NULL, "namespace of the Kubernetes Events about the node" },
-        { "flink-rest-template", T_STRING, OFF(flink_rest_template), "http://{app}-rest.{namespace}:8081", 0, 0, NULL, "JobManager REST URL from a TaskManager's app label and namespace (pod annotation spotd.io/flink-rest-url overrides)" },
+        { "flink-rest-template", T_URL_TEMPLATE, OFF(flink_rest_template), "http://{app}-rest.{namespace}:8081", 0, 0, NULL, "JobManager REST URL from a TaskManager's app label and namespace (pod annotation spotd.io/flink-rest-url overrides)" },
         { "flink-timeout", T_DURATION, OFF(flink_timeout), "3s", 100000, 60 * S, NULL, "timeout of one JobManager request" },
         { "checkpoint-fresh", T_DURATION, OFF(checkpoint_fresh), "30s", 0, 3600 * S, NULL, "skip the checkpoint when one completed this recently" },
         { "checkpoint-timeout", T_DURATION, OFF(checkpoint_timeout), "30s", 0, 600 * S, NULL, "longest wait for the checkpoint before evicting (also bounded by the deadline)" },
@@ -95,6 +96,12 @@ static void env_name(const struct option_def *o, char *buf, size_t len) {
  * sent, never logged nor echoed). */
 static bool url_valid(const char *v, bool webhook) {
         const char *host;
+        /* No control character, space, DEL or raw non-ASCII byte anywhere: a
+         * URL goes into request lines and log lines, and the parts below
+         * (strtoul above all) would skip or keep them. */
+        for (const char *p = v; *p; p++)
+                if (!isgraph((unsigned char) *p))
+                        return false;
         if (strncmp(v, "http://", 7) == 0)
                 host = v + 7;
         else if (strncmp(v, "https://", 8) == 0)
@@ -103,12 +110,8 @@ static bool url_valid(const char *v, bool webhook) {
                 return false;
         if (webhook) {
                 const char *at = strchr(host, '@'), *slash = strchr(host, '/');
-                if (at && (!slash || at < slash)) {
-                        for (const char *u = host; u < at; u++)
-                                if (!isgraph((unsigned char) *u))
-                                        return false;
+                if (at && (!slash || at < slash))
                         host = at + 1;
-                }
         }
         size_t hl = strcspn(host, webhook ? ":/?" : ":/");
         if (hl == 0)
@@ -128,6 +131,8 @@ static bool url_valid(const char *v, bool webhook) {
         const char *p = host + hl;
         if (*p == ':') {
                 char *end;
+                if (!isdigit((unsigned char) p[1]))
+                        return false; /* strtoul would take a sign */
                 errno = 0;
                 unsigned long port = strtoul(p + 1, &end, 10);
                 if (errno || end == p + 1 || port == 0 || port > 65535 || (*end && *end != '/' && !(webhook && *end == '?')))
@@ -135,7 +140,7 @@ static bool url_valid(const char *v, bool webhook) {
                 p = end;
         }
         for (; *p; p++)
-                if (!isgraph((unsigned char) *p) || (*p == '?' && !webhook) || *p == '#')
+                if ((*p == '?' && !webhook) || *p == '#')
                         return false;
         return true;
 }
@@ -149,6 +154,35 @@ static bool node_name_valid(const char *v) {
                 if (!(islower((unsigned char) *p) || isdigit((unsigned char) *p) || *p == '-' || *p == '.'))
                         return false;
         return true;
+}
+
+/* --flink-rest-template: checked as the URL it becomes, with sample values
+ * in the placeholders; anything still in braces is not a placeholder. */
+static bool url_template_valid(const char *v) {
+        char sample[1024];
+        size_t o = 0;
+
+        for (const char *p = v; *p;) {
+                const char *with = NULL;
+                if (strncmp(p, "{app}", 5) == 0)
+                        with = "app", p += 5;
+                else if (strncmp(p, "{namespace}", 11) == 0)
+                        with = "namespace", p += 11;
+                size_t n = with ? strlen(with) : 1;
+                if (o + n >= sizeof sample)
+                        return false;
+                if (with) {
+                        memcpy(sample + o, with, n);
+                        o += n;
+                } else
+                        sample[o++] = *p++;
+        }
+        sample[o] = 0;
+        return !strpbrk(sample, "{}") && url_valid(sample, false);
+}
+
+static bool option_is_list(const struct option_def *o) {
+        return o->type == T_URL_LIST || o->type == T_HEADER_LIST;
 }
 
 static int parse_bool(const char *v) {
@@ -263,8 +297,15 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                 bool ok = strlen(v) > 0 && strlen(v) < o->size;
                 for (const char *p = v; *p && ok; p++)
                         ok = isalnum((unsigned char) *p) || strchr("=!,()._-/ ", *p);
+                char esc[CONFIG_TM_SELECTOR_ESCAPED_MAX];
                 if (!ok)
                         snprintf(expect, sizeof expect, "a Kubernetes label selector such as component=taskmanager");
+                else if (k8s_escape(v, esc, sizeof esc) < 0)
+                        /* The pod list sends it URL-escaped from a fixed buffer:
+                         * refuse here what would fail only at interruption time. */
+                        snprintf(expect, sizeof expect, "a label selector of at most %d bytes once URL-escaped "
+                                 "(each character other than letters, digits, - . _ ~ takes 3)",
+                                 CONFIG_TM_SELECTOR_ESCAPED_MAX - 1);
                 else
                         strcpy(dst, v);
                 break;
@@ -280,6 +321,12 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         strcpy(dst, v);
                 break;
         }
+        case T_URL_TEMPLATE:
+                if (strlen(v) >= o->size || !url_template_valid(v))
+                        snprintf(expect, sizeof expect, "an http:// or https:// URL in which {app} and {namespace} are filled in");
+                else
+                        strcpy(dst, v);
+                break;
         case T_URL_LIST:
         case T_HEADER_LIST: {
                 /* Each source replaces the list; repeated flags add to it (see config_parse). */
@@ -296,11 +343,13 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         }
                         memcpy(item, p, n);
                         item[n] = 0;
-                        p += n + (p[n] == '\n');
-                        if (!*strip(item))
-                                continue;
-                        char *it = strip(item);
+                        p += n + (p[n] != 0);
+                        /* White space around a header is not part of it; in a URL
+                         * it is an error, not something to trim. */
+                        char *it = o->type == T_HEADER_LIST ? strip(item) : item;
                         bool good;
+                        if (!*it)
+                                continue; /* an empty line */
                         if (o->type == T_URL_LIST)
                                 good = url_valid(it, true);
                         else {
@@ -312,8 +361,9 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                                         good = isprint((unsigned char) *q) || *q == '\t';
                         }
                         if (!good) {
-                                snprintf(expect, sizeof expect, o->type == T_URL_LIST ? "http:// or https:// URLs, one per line"
-                                                                                      : "\"Name: value\" headers, one per line");
+                                snprintf(expect, sizeof expect, "%s",
+                                         o->type == T_URL_LIST ? "http:// or https:// URLs, one per line"
+                                                               : "\"Name: value\" headers, one per line");
                                 break;
                         }
                         strcpy(l->v[l->n++], it);
@@ -394,7 +444,7 @@ static int config_file_load(struct config *c, const char *path, FILE *err) {
                         return -EINVAL;
                 }
                 snprintf(origin, sizeof origin, "%s:%u", path, lineno);
-                if (o->type == T_URL_LIST || o->type == T_HEADER_LIST) {
+                if (option_is_list(o)) {
                         /* A list key may repeat: each line adds an item. */
                         struct strlist *l = (struct strlist *) ((char *) c + o->offset), keep = *l;
                         if (option_set(c, o, val, origin, err) < 0)
@@ -533,7 +583,7 @@ int config_parse(struct config *c, int argc, char *const *argv, char *const *env
                 }
                 if (o == cfg)
                         continue; /* already loaded */
-                if (o->type == T_URL_LIST || o->type == T_HEADER_LIST) {
+                if (option_is_list(o)) {
                         /* The first such flag replaces env and file; later ones add. */
                         struct strlist *l = (struct strlist *) ((char *) c + o->offset), keep = *l;
                         bool first = !list_flagged[o - options];
@@ -560,11 +610,6 @@ int config_parse(struct config *c, int argc, char *const *argv, char *const *env
                         c->kube_api);
                 return -EINVAL;
         }
-        if (strncmp(c->flink_rest_template, "http://", 7) != 0 && strncmp(c->flink_rest_template, "https://", 8) != 0) {
-                fprintf(err, "spotd: invalid value \"%.64s\" for --flink-rest-template: expected an http:// or https:// URL "
-                             "with {app} and {namespace}\n", c->flink_rest_template);
-                return -EINVAL;
-        }
         if (!c->kube_client_cert[0] != !c->kube_client_key[0]) {
                 fprintf(err, "spotd: --kube-client-cert and --kube-client-key go together\n");
                 return -EINVAL;
@@ -580,6 +625,14 @@ int config_parse(struct config *c, int argc, char *const *argv, char *const *env
                         return -EINVAL;
                 }
                 strcpy(c->node_name, host); /* valid names fit: at most 253 */
+        }
+        /* The pod list's field selector is sent from a fixed buffer too; a valid
+         * node name always fits, this keeps it so should the rules change. */
+        char field[CONFIG_FIELD_SELECTOR_ESCAPED_MAX + 32], esc[CONFIG_FIELD_SELECTOR_ESCAPED_MAX];
+        if ((size_t) snprintf(field, sizeof field, "spec.nodeName=%s", c->node_name) >= sizeof field ||
+            k8s_escape(field, esc, sizeof esc) < 0) {
+                fprintf(err, "spotd: --node-name \"%.64s\" is too long for the pod list's field selector\n", c->node_name);
+                return -EINVAL;
         }
         return 0;
 }

@@ -20,6 +20,14 @@ struct strlist {
         char v[STRLIST_MAX][512];
 };
 
+/* The pod list sends the TaskManager label selector and the field selector
+ * spec.nodeName=<node> URL-escaped (k8s_escape()) from buffers of these
+ * sizes (terminating NUL included); config_parse() refuses a --tm-selector
+ * or --node-name that would not fit, so the list cannot fail on it at
+ * interruption time. */
+#define CONFIG_TM_SELECTOR_ESCAPED_MAX 700
+#define CONFIG_FIELD_SELECTOR_ESCAPED_MAX 400
+
 struct config {
         char config_file[1024];
         char node_name[254];

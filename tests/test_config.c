@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "k8s.h"
 
 struct run {
         int r;
@@ -28,6 +29,14 @@ static struct run parse(struct config *c, char *const *argv, char *const *envp) 
 
 static char *const no_env[] = { NULL };
 
+/* A config file holding text; path is a "/tmp/spotd-config-XXXXXX" buffer. */
+static void config_file(char *path, const char *text) {
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, text, strlen(text)), (ssize_t) strlen(text));
+        close(fd);
+}
+
 Test(config, defaults) {
         struct config c;
         char *argv[] = { "run", "--node-name", "node-a", NULL };
@@ -47,10 +56,7 @@ Test(config, defaults) {
 
 Test(config, precedence_flag_env_file) {
         char path[] = "/tmp/spotd-config-XXXXXX";
-        int fd = mkstemp(path);
-        cr_assert_geq(fd, 0);
-        dprintf(fd, "# comment\npoll-interval = 5s\nimds-timeout = 300ms\nlog-format = \"json\"\nwatch-asg = false\n");
-        close(fd);
+        config_file(path, "# comment\npoll-interval = 5s\nimds-timeout = 300ms\nlog-format = \"json\"\nwatch-asg = false\n");
 
         char cfgenv[128];
         snprintf(cfgenv, sizeof cfgenv, "SPOTD_CONFIG=%s", path);
@@ -178,5 +184,154 @@ Test(config, url_ipv6_literal_is_an_address) {
         struct run r = parse(&c, argv, no_env);
         cr_assert_eq(r.r, 0, "%s", r.err);
         cr_assert_str_eq(c.kube_api, "https://[fd00:10:96::1]:443");
+        free(r.err);
+}
+
+/* Issue 9, found by fuzzing: "--webhook-url=http://a.ee:\r8443/y" passed
+ * (strtoul skips white space before the port). Every URL option refuses a
+ * control character, a space or DEL wherever it is, from every origin, with
+ * one line naming the option and its origin. */
+Test(config, url_options_refuse_control_characters_and_spaces) {
+        static const struct { const char *name, *env, *pre, *post; } opts[] = {
+                { "imds-endpoint", "SPOTD_IMDS_ENDPOINT", "http://", "169.254.169.254:80/latest" },
+                { "kube-api", "SPOTD_KUBE_API", "https://", "kube.example:6443/base" },
+                { "webhook-url", "SPOTD_WEBHOOK_URL", "https://", "u:p@hooks.example:8443/services/T0?x=1" },
+                { "flink-rest-template", "SPOTD_FLINK_REST_TEMPLATE", "http://", "{app}-rest.{namespace}:8081/x" },
+        };
+        static const char bad[] = { '\r', '\n', '\t', ' ', 0x7f, 0x01, 0x1b };
+        for (size_t o = 0; o < sizeof opts / sizeof opts[0]; o++) {
+                const char *url = opts[o].post;
+                size_t ul = strlen(url);
+                /* Every position of the part after the scheme, and the end. */
+                for (size_t pos = 0; pos <= ul; pos++)
+                        for (size_t b = 0; b < sizeof bad; b++) {
+                                /* A newline at the very end of a list is an empty item, not part of a URL. */
+                                if (bad[b] == '\n' && pos == ul && strcmp(opts[o].name, "webhook-url") == 0)
+                                        continue;
+                                char val[256], flag[300], env[300];
+                                snprintf(val, sizeof val, "%s%.*s%c%s", opts[o].pre, (int) pos, url, bad[b], url + pos);
+                                snprintf(flag, sizeof flag, "--%s=%s", opts[o].name, val);
+                                snprintf(env, sizeof env, "%s=%s", opts[o].env, val);
+                                char *argv[] = { "run", "--node-name=n", flag, NULL };
+                                char *argv_env[] = { "run", "--node-name=n", NULL };
+                                char *envp[] = { env, NULL };
+                                struct { char *const *argv, *const *envp; const char *origin; } runs[] = {
+                                        { argv, no_env, "(flag)" }, { argv_env, envp, opts[o].env },
+                                };
+                                for (size_t k = 0; k < 2; k++) {
+                                        struct config c;
+                                        struct run r = parse(&c, runs[k].argv, runs[k].envp);
+                                        cr_assert_eq(r.r, -EINVAL, "--%s with 0x%02x at %zu accepted (%s)", opts[o].name,
+                                                     (unsigned char) bad[b], pos, runs[k].origin);
+                                        char want[64];
+                                        snprintf(want, sizeof want, "for --%s ", opts[o].name);
+                                        cr_assert(r.err && strstr(r.err, want) && strstr(r.err, runs[k].origin),
+                                                  "names option and origin: %s", r.err);
+                                        cr_assert_eq(strchr(r.err, '\n'), r.err + strlen(r.err) - 1, "one line: %s", r.err);
+                                        cr_assert_null(strchr(r.err, '\r'), "no raw CR: %s", r.err);
+                                        cr_assert_null(strchr(r.err, 0x7f), "no raw DEL: %s", r.err);
+                                        free(r.err);
+                                }
+                        }
+                /* The URL itself is fine. */
+                char flag[300];
+                snprintf(flag, sizeof flag, "--%s=%s%s", opts[o].name, opts[o].pre, url);
+                struct config c;
+                struct run r = parse(&c, (char *[]) { "run", "--node-name=n", flag, NULL }, no_env);
+                cr_assert_eq(r.r, 0, "%s: %s", flag, r.err);
+                free(r.err);
+        }
+        /* The value is shown escaped, so the line stays one line. */
+        struct config c;
+        struct run r = parse(&c, (char *[]) { "run", "--node-name=n", "--imds-endpoint=http://a\r\n.b/", NULL }, no_env);
+        cr_assert_eq(r.r, -EINVAL);
+        cr_assert(strstr(r.err, "\"http://a\\x0d\\x0a.b/\" for --imds-endpoint (flag)"), "%s", r.err);
+        free(r.err);
+        /* The finding itself, and a signed port strtoul would also take. */
+        static const char *const found[] = { "--webhook-url=http://a.ee:\r8443/y", "--webhook-url=http://a.ee:+8443/y",
+                                             "--imds-endpoint=http://a.ee: 80/", "--kube-api=https://a.ee:-0/" };
+        for (size_t i = 0; i < sizeof found / sizeof found[0]; i++) {
+                r = parse(&c, (char *[]) { "run", "--node-name=n", (char *) found[i], NULL }, no_env);
+                cr_assert_eq(r.r, -EINVAL, "%s accepted", found[i]);
+                free(r.err);
+        }
+}
+
+/* Issue 9: a --tm-selector the grammar accepts could still fail at
+ * interruption time: the pod list sends it URL-escaped from a buffer of
+ * CONFIG_TM_SELECTOR_ESCAPED_MAX bytes. Refused at start instead. */
+Test(config, tm_selector_must_fit_escaped) {
+        /* "k in (v0, v1, ...)": ", " and the parentheses take 3 bytes each. */
+        char sel[512];
+        size_t n = (size_t) snprintf(sel, sizeof sel, "component in (");
+        for (int i = 0; n + 8 < 400; i++)
+                n += (size_t) snprintf(sel + n, sizeof sel - n, "%sv%d", i ? ", " : "", i);
+        snprintf(sel + n, sizeof sel - n, ")");
+        char esc[2048];
+        cr_assert_eq(k8s_escape(sel, esc, sizeof esc), 0);
+        cr_assert_gt(strlen(esc), CONFIG_TM_SELECTOR_ESCAPED_MAX - 1, "the sample is too long once escaped");
+        cr_assert_lt(strlen(sel), sizeof(((struct config *) 0)->tm_selector), "but short enough as typed");
+
+        char flag[600];
+        snprintf(flag, sizeof flag, "--tm-selector=%s", sel);
+        struct config c;
+        struct run r = parse(&c, (char *[]) { "run", "--node-name=n", flag, NULL }, no_env);
+        cr_assert_eq(r.r, -EINVAL, "accepted a selector of %zu bytes escaped", strlen(esc));
+        cr_assert(strstr(r.err, "for --tm-selector (flag)") && strstr(r.err, "699"), "%s", r.err);
+        cr_assert_eq(strchr(r.err, '\n'), r.err + strlen(r.err) - 1, "one line: %s", r.err);
+        free(r.err);
+
+        /* The boundary: 699 escaped bytes pass, 700 do not. "a=" is 4 escaped. */
+        char fit[CONFIG_TM_SELECTOR_ESCAPED_MAX];
+        for (size_t want = CONFIG_TM_SELECTOR_ESCAPED_MAX - 1; want <= CONFIG_TM_SELECTOR_ESCAPED_MAX; want++) {
+                memset(fit, 0, sizeof fit);
+                /* "k=" (4 escaped) then "(" until 3 short, then letters */
+                size_t raw = 0, escaped = 4;
+                fit[raw++] = 'k', fit[raw++] = '=';
+                while (escaped + 3 <= want && raw < 400)
+                        fit[raw++] = ',', escaped += 3;
+                while (escaped < want)
+                        fit[raw++] = 'x', escaped++;
+                fit[raw] = 0;
+                cr_assert_lt(raw, sizeof(((struct config *) 0)->tm_selector));
+                snprintf(flag, sizeof flag, "--tm-selector=%s", fit);
+                r = parse(&c, (char *[]) { "run", "--node-name=n", flag, NULL }, no_env);
+                if (want < CONFIG_TM_SELECTOR_ESCAPED_MAX) {
+                        cr_assert_eq(r.r, 0, "%zu escaped bytes refused: %s", want, r.err);
+                        cr_assert_str_eq(c.tm_selector, fit);
+                } else
+                        cr_assert_eq(r.r, -EINVAL, "%zu escaped bytes accepted", want);
+                free(r.err);
+        }
+
+        /* Environment and file are checked alike. */
+        char env[600];
+        snprintf(env, sizeof env, "SPOTD_TM_SELECTOR=%s", sel);
+        r = parse(&c, (char *[]) { "run", "--node-name=n", NULL }, (char *[]) { env, NULL });
+        cr_assert_eq(r.r, -EINVAL);
+        cr_assert(strstr(r.err, "(SPOTD_TM_SELECTOR)"), "%s", r.err);
+        free(r.err);
+}
+
+/* The field selector spec.nodeName=<node> goes out from a buffer of
+ * CONFIG_FIELD_SELECTOR_ESCAPED_MAX bytes: the longest valid node name fits. */
+Test(config, node_name_fits_field_selector) {
+        char name[300], flag[320];
+        memset(name, 0, sizeof name);
+        for (size_t i = 0; i < 253; i++)
+                name[i] = i % 64 == 63 ? '.' : 'a';
+        snprintf(flag, sizeof flag, "--node-name=%s", name);
+        struct config c;
+        struct run r = parse(&c, (char *[]) { "run", flag, NULL }, no_env);
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        char field[300], esc[CONFIG_FIELD_SELECTOR_ESCAPED_MAX];
+        snprintf(field, sizeof field, "spec.nodeName=%s", c.node_name);
+        cr_assert_eq(k8s_escape(field, esc, sizeof esc), 0);
+        free(r.err);
+        name[253] = 'a';
+        snprintf(flag, sizeof flag, "--node-name=%s", name);
+        r = parse(&c, (char *[]) { "run", flag, NULL }, no_env);
+        cr_assert_eq(r.r, -EINVAL);
+        cr_assert(strstr(r.err, "--node-name"), "%s", r.err);
         free(r.err);
 }

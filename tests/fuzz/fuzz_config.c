@@ -8,6 +8,7 @@
  * SPOTD_CONFIG from the input are dropped, so the parser never reads a
  * file the fuzzer names (a FIFO or a terminal would block it). Output goes
  * to /dev/null. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "k8s.h"
 #include "fuzz.h"
 
 #define MAX_ITEMS 64
@@ -53,6 +55,13 @@ static size_t items(const struct fuzz_part *section, char **out, size_t max) {
                 out[n++] = s;
         }
         return n;
+}
+
+static bool all_graphic(const char *s) {
+        for (; *s; s++)
+                if (!isgraph((unsigned char) *s))
+                        return false;
+        return true;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -95,8 +104,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         FUZZ_CHECK(c->webhook_urls.n <= STRLIST_MAX && c->webhook_headers.n <= STRLIST_MAX);
                         for (unsigned i = 0; i < c->webhook_headers.n; i++)
                                 FUZZ_CHECK(!strpbrk(c->webhook_headers.v[i], "\r\n")); /* no header injection */
+                        /* No control character, space or DEL in any URL option (issue 9:
+                         * "http://a.ee:\r8443/y" passed), */
+                        FUZZ_CHECK(all_graphic(c->imds_endpoint) && all_graphic(c->kube_api) &&
+                                   all_graphic(c->flink_rest_template));
                         for (unsigned i = 0; i < c->webhook_urls.n; i++)
-                                FUZZ_CHECK(!strpbrk(c->webhook_urls.v[i], "\r\n "));
+                                FUZZ_CHECK(c->webhook_urls.v[i][0] && all_graphic(c->webhook_urls.v[i]));
+                        /* The pod list's selectors fit their buffers (checked at start, not at interruption). */
+                        char esc[CONFIG_TM_SELECTOR_ESCAPED_MAX], field[300];
+                        FUZZ_CHECK(k8s_escape(c->tm_selector, esc, sizeof esc) == 0);
+                        snprintf(field, sizeof field, "spec.nodeName=%s", c->node_name);
+                        FUZZ_CHECK(k8s_escape(field, esc, CONFIG_FIELD_SELECTOR_ESCAPED_MAX) == 0);
                         FUZZ_CHECK(!c->kube_api[0] || strncmp(c->kube_api, "https://", 8) == 0);
                         FUZZ_CHECK(c->poll_interval >= 1000 && c->poll_interval <= 3600 * USEC_PER_SEC);
                         FUZZ_CHECK(c->health_max_connections >= 1 && c->health_max_connections <= 1024);
