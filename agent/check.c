@@ -2,7 +2,10 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "detect.h"
@@ -28,79 +31,178 @@ static const char *error_text(int r, const struct detect_result *res, char *buf,
         return buf;
 }
 
+/* Whether the user asked for a Kubernetes API: a URL, one of its files, or
+ * the in-cluster environment. Asked for and unusable is an error; not asked
+ * for at all leaves check to the metadata service ("not configured"). */
+static bool kube_wanted(const struct config *cfg) {
+        const char *h = getenv("KUBERNETES_SERVICE_HOST"), *p = getenv("KUBERNETES_SERVICE_PORT");
+        return cfg->kube_api[0] || cfg->kube_token_file[0] || cfg->kube_ca_file[0] || cfg->kube_client_cert[0] ||
+               cfg->kube_client_key[0] || (h && *h) || (p && *p);
+}
+
+/* Why no client came out of agent_k8s_new(), which says only -errno (0
+ * with no client: no API URL). Names the file that cannot be opened, as
+ * the user gave it or as the in-cluster configuration has it. */
+static void kube_setup_error(const struct config *cfg, int r, char *buf, size_t len) {
+        char url[300], token[1024] = "", ca[1024] = "", ns[64];
+        int ic = -ENOENT;
+
+        if (!cfg->kube_api[0]) {
+                ic = k8s_in_cluster(NULL, NULL, url, sizeof url, token, sizeof token, ca, sizeof ca, ns, sizeof ns);
+                if (ic == -ENOENT) {
+                        const char *h = getenv("KUBERNETES_SERVICE_HOST"), *p = getenv("KUBERNETES_SERVICE_PORT");
+                        bool host = h && *h, port = p && *p;
+                        snprintf(buf, len, "%s",
+                                 host && !port   ? "in-cluster configuration: KUBERNETES_SERVICE_PORT is not set"
+                                 : port && !host ? "in-cluster configuration: KUBERNETES_SERVICE_HOST is not set"
+                                                 : "no API URL: set --kube-api (or run in a cluster)");
+                        return;
+                }
+                if (ic < 0) {
+                        /* The values are not echoed: they are what is wrong with them. */
+                        snprintf(buf, len, "in-cluster configuration: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT "
+                                           "are not a host name or address and a port");
+                        return;
+                }
+        }
+        const struct {
+                const char *what, *path;
+        } files[] = {
+                { cfg->kube_token_file[0] ? "--kube-token-file" : "service account token",
+                  cfg->kube_token_file[0] ? cfg->kube_token_file : token },
+                { cfg->kube_ca_file[0] ? "--kube-ca-file" : "service account CA", cfg->kube_ca_file[0] ? cfg->kube_ca_file : ca },
+                { "--kube-client-cert", cfg->kube_client_cert },
+                { "--kube-client-key", cfg->kube_client_key },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                if (!files[i].path[0])
+                        continue;
+                int fd = open(files[i].path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (fd < 0) {
+                        snprintf(buf, len, "%s %s: %s", files[i].what, files[i].path, strerror(errno));
+                        return;
+                }
+                close(fd);
+        }
+        snprintf(buf, len, "cannot set up the client for %s: %s%s", cfg->kube_api[0] ? cfg->kube_api : url,
+                 strerror(-r), r == -EINVAL ? " (is the token file one printable token?)" : "");
+}
+
+/* What went wrong with a request: it could not run (q < 0, ret untouched),
+ * the transport failed, or the server said no. */
+static void request_error(const char *what, int q, const struct k8s_response *r, char *buf, size_t len) {
+        if (q < 0)
+                snprintf(buf, len, "%s: %s", what, http_strerror(q));
+        else if (r->err)
+                snprintf(buf, len, "%s: %s", what, http_strerror(r->err));
+        else
+                snprintf(buf, len, "%s: HTTP %ld %s%s%s", what, r->status, r->reason, r->message[0] ? ": " : "", r->message);
+}
+
+/* Output of a path or a server's words goes on one line. */
+static void one_line(char *s) {
+        for (; *s; s++)
+                if ((unsigned char) *s < 0x20 || *s == 0x7f)
+                        *s = ' ';
+}
+
 /* Reads the node and the TaskManager pods spotd would evict. 0 when the API
- * answered or none is configured. text: where to print, NULL for JSON only. */
+ * answered or none is configured; -errno, with the reason printed and in
+ * kubernetes.error, when one is configured and cannot be used. text: where
+ * to print, NULL for JSON only. */
 static int check_kube(const struct config *cfg, cJSON *root, FILE *text) {
         struct k8s *k = NULL;
-        struct k8s_response r;
-        char path[1200], f[400], l[700], sel[400];
-        int ret = 0;
+        struct k8s_response r = {};
+        char path[1200], f[CONFIG_FIELD_SELECTOR_ESCAPED_MAX], l[CONFIG_TM_SELECTOR_ESCAPED_MAX], sel[400], why[1400];
+        _cleanup_free_ char *node = NULL, *pods = NULL;
+        _cleanup_(cJSON_Deletep) cJSON *n = NULL, *list = NULL;
+        int q, ret = 0;
 
         cJSON *o = cJSON_AddObjectToObject(root, "kubernetes");
-        if (agent_k8s_new(cfg, &k) < 0 || !k) {
-                cJSON_AddStringToObject(o, "status", k ? "error" : "not configured");
-                if (text)
-                        fprintf(text, "%-26s %s\n", "kubernetes", "not configured (--kube-api, or run in a cluster)");
-                return k ? -EINVAL : 0;
-        }
-        _cleanup_free_ char *node = NULL, *pods = NULL;
-        snprintf(path, sizeof path, "/api/v1/nodes/%s", cfg->node_name);
-        if (k8s_request_sync(k, "GET", path, NULL, NULL, &r, &node) < 0 || r.err || r.status != 200) {
-                snprintf(sel, sizeof sel, "%s%s%s", r.err ? http_strerror(r.err) : r.reason, r.message[0] ? ": " : "", r.message);
-                cJSON_AddStringToObject(o, "status", "error");
-                cJSON_AddStringToObject(o, "error", sel);
-                if (text)
-                        fprintf(text, "%-26s cannot read node %s: HTTP %ld %s\n", "kubernetes", cfg->node_name, r.status, sel);
+        q = agent_k8s_new(cfg, &k);
+        if (q < 0 || !k) {
+                if (q == 0 && !kube_wanted(cfg)) {
+                        cJSON_AddStringToObject(o, "status", "not configured");
+                        if (text)
+                                fprintf(text, "%-26s %s\n", "kubernetes", "not configured (--kube-api, or run in a cluster)");
+                        return 0;
+                }
                 k8s_free(k);
-                return -EIO;
+                kube_setup_error(cfg, q, why, sizeof why);
+                ret = -EINVAL;
+                goto finish;
         }
-        _cleanup_(cJSON_Deletep) cJSON *n = cJSON_Parse(node);
+
+        snprintf(path, sizeof path, "/api/v1/nodes/%s", cfg->node_name);
+        q = k8s_request_sync(k, "GET", path, NULL, NULL, &r, &node);
+        if (q < 0 || r.err || r.status != 200) {
+                snprintf(sel, sizeof sel, "cannot read node %s", cfg->node_name);
+                request_error(sel, q, &r, why, sizeof why);
+                ret = -EIO;
+                goto finish;
+        }
+        n = cJSON_Parse(node);
+        if (!n) {
+                snprintf(why, sizeof why, "cannot read node %s: the answer is not JSON", cfg->node_name);
+                ret = -EBADMSG;
+                goto finish;
+        }
         cJSON *spec = cJSON_GetObjectItem(n, "spec");
         cJSON *ann = cJSON_GetObjectItem(cJSON_GetObjectItem(n, "metadata"), "annotations");
         const char *fence = cJSON_GetStringValue(cJSON_GetObjectItem(ann, "spotd.io/event-id"));
         const char *phase = cJSON_GetStringValue(cJSON_GetObjectItem(ann, "spotd.io/phase"));
-        cJSON_AddStringToObject(o, "status", "ok");
         cJSON_AddBoolToObject(o, "unschedulable", cJSON_IsTrue(cJSON_GetObjectItem(spec, "unschedulable")));
         if (fence) {
                 cJSON_AddStringToObject(o, "fence_event", fence);
                 cJSON_AddStringToObject(o, "fence_phase", phase ? phase : "");
         }
         if (text)
-                fprintf(text, "%-26s node %s%s%s%s%s%s\n", "kubernetes", cfg->node_name,
+                fprintf(text, "%-26s node %s%s%s%.80s%s%.40s\n", "kubernetes", cfg->node_name,
                         cJSON_IsTrue(cJSON_GetObjectItem(spec, "unschedulable")) ? ", cordoned" : "",
                         fence ? ", spotd fence of " : "", fence ? fence : "", fence ? ", phase " : "",
                         fence && phase ? phase : "");
 
+        /* config_parse() made sure both fit. */
         snprintf(sel, sizeof sel, "spec.nodeName=%s", cfg->node_name);
         if (k8s_escape(sel, f, sizeof f) < 0 || k8s_escape(cfg->tm_selector, l, sizeof l) < 0) {
-                k8s_free(k);
-                return -EINVAL;
+                snprintf(why, sizeof why, "the pod list's selectors are too long");
+                ret = -ENOBUFS;
+                goto finish;
         }
         snprintf(path, sizeof path, "/api/v1/pods?fieldSelector=%s&labelSelector=%s", f, l);
         cJSON *arr = cJSON_AddArrayToObject(o, "taskmanagers");
-        if (k8s_request_sync(k, "GET", path, NULL, NULL, &r, &pods) < 0 || r.err || r.status != 200) {
-                if (text)
-                        fprintf(text, "%-26s cannot list pods: HTTP %ld %s\n", "", r.status, r.err ? http_strerror(r.err) : r.reason);
+        q = k8s_request_sync(k, "GET", path, NULL, NULL, &r, &pods);
+        if (q < 0 || r.err || r.status != 200) {
+                request_error("cannot list pods", q, &r, why, sizeof why);
                 ret = -EIO;
-        } else {
-                _cleanup_(cJSON_Deletep) cJSON *list = cJSON_Parse(pods);
-                const cJSON *it;
-                cJSON_ArrayForEach(it, cJSON_GetObjectItem(list, "items")) {
-                        cJSON *md = cJSON_GetObjectItem(it, "metadata");
-                        const char *ns = cJSON_GetStringValue(cJSON_GetObjectItem(md, "namespace"));
-                        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(md, "name"));
-                        if (!ns || !name)
-                                continue;
-                        snprintf(sel, sizeof sel, "%.60s/%.250s", ns, name);
-                        cJSON_AddItemToArray(arr, cJSON_CreateString(sel));
-                        if (text)
-                                fprintf(text, "%-26s would evict TaskManager %s%s\n", "", sel,
-                                        cJSON_GetObjectItem(md, "deletionTimestamp") ? " (already terminating)" : "");
-                }
-                if (text && !cJSON_GetArraySize(arr))
-                        fprintf(text, "%-26s no TaskManager pods on this node (selector %s)\n", "", cfg->tm_selector);
+                goto finish;
         }
+        list = cJSON_Parse(pods);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItem(list, "items")) {
+                cJSON *md = cJSON_GetObjectItem(it, "metadata");
+                const char *ns = cJSON_GetStringValue(cJSON_GetObjectItem(md, "namespace"));
+                const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(md, "name"));
+                if (!ns || !name)
+                        continue;
+                snprintf(sel, sizeof sel, "%.60s/%.250s", ns, name);
+                cJSON_AddItemToArray(arr, cJSON_CreateString(sel));
+                if (text)
+                        fprintf(text, "%-26s would evict TaskManager %s%s\n", "", sel,
+                                cJSON_GetObjectItem(md, "deletionTimestamp") ? " (already terminating)" : "");
+        }
+        if (text && !cJSON_GetArraySize(arr))
+                fprintf(text, "%-26s no TaskManager pods on this node (selector %s)\n", "", cfg->tm_selector);
+
+finish:
         k8s_free(k);
+        cJSON_AddStringToObject(o, "status", ret < 0 ? "error" : "ok");
+        if (ret < 0) {
+                one_line(why);
+                cJSON_AddStringToObject(o, "error", why);
+                if (text)
+                        fprintf(text, "%-26s error: %s\n", "kubernetes", why);
+        }
         return ret;
 }
 
