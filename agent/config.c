@@ -15,7 +15,7 @@
 extern char **environ;
 
 enum opt_type { T_STRING, T_NODE, T_URL, T_DURATION, T_UINT, T_BOOL, T_ENUM, T_ADDR, T_LEVEL, T_SELECTOR, T_DNS_LABEL,
-                T_URL_LIST, T_HEADER_LIST, T_URL_TEMPLATE };
+                T_URL_LIST, T_HEADER_LIST, T_URL_TEMPLATE, T_HOST_LIST };
 
 struct option_def {
         const char *name;      /* flag without "--"; env is SPOTD_ + upper(name) */
@@ -70,6 +70,7 @@ static const struct option_def options[] = {
         { "force-delete", T_BOOL, OFF(force_delete), "false", 0, 0, NULL, "delete a TaskManager pod whose eviction is still blocked at the margin" },
         { "event-namespace", T_DNS_LABEL, OFF(event_namespace), "default", 0, 0, NULL, "namespace of the Kubernetes Events about the node" },
         { "flink-rest-template", T_URL_TEMPLATE, OFF(flink_rest_template), "http://{app}-rest.{namespace}:8081", 0, 0, NULL, "JobManager REST URL from a TaskManager's app label and namespace (pod annotation spotd.io/flink-rest-url overrides)" },
+        { "flink-url-allow", T_HOST_LIST, OFF(flink_url_allow), "", 0, 0, NULL, "hosts (flink.example.com) or .suffixes (.svc.cluster.local), comma-separated, that a spotd.io/flink-rest-url annotation may name (default: none, annotations ignored)" },
         { "flink-timeout", T_DURATION, OFF(flink_timeout), "3s", 100000, 60 * S, NULL, "timeout of one JobManager request" },
         { "checkpoint-fresh", T_DURATION, OFF(checkpoint_fresh), "30s", 0, 3600 * S, NULL, "skip the checkpoint when one completed this recently" },
         { "checkpoint-timeout", T_DURATION, OFF(checkpoint_timeout), "30s", 0, 600 * S, NULL, "longest wait for the checkpoint before evicting (also bounded by the deadline)" },
@@ -156,6 +157,29 @@ static bool node_name_valid(const char *v) {
         return true;
 }
 
+/* A DNS name, or with a leading dot a suffix of one: labels of letters,
+ * digits and inner hyphens. No scheme, port, path, space or wildcard: an
+ * entry means one host or everything below one domain, nothing else. */
+static bool host_pattern_valid(const char *v) {
+        const char *p = v + (v[0] == '.');
+        size_t label = 0;
+
+        if (strlen(p) > 253)
+                return false;
+        for (const char *q = p;; q++) {
+                if (*q == '.' || !*q) {
+                        if (label == 0 || label > 63 || q[-1] == '-' || q[-(ptrdiff_t) label] == '-')
+                                return false;
+                        if (!*q)
+                                return true;
+                        label = 0;
+                } else if (isalnum((unsigned char) *q) || *q == '-')
+                        label++;
+                else
+                        return false;
+        }
+}
+
 /* --flink-rest-template: checked as the URL it becomes, with sample values
  * in the placeholders; anything still in braces is not a placeholder. */
 static bool url_template_valid(const char *v) {
@@ -181,8 +205,25 @@ static bool url_template_valid(const char *v) {
         return !strpbrk(sample, "{}") && url_valid(sample, false);
 }
 
+bool config_flink_url_allowed(const struct config *c, const char *host) {
+        size_t hl;
+
+        /* Only a plain host name can match: "a.svc.cluster.local@evil" or
+         * "evil?.svc.cluster.local" must not pass as a suffix match. */
+        if (!c || !host || host[0] == '.' || !host_pattern_valid(host))
+                return false;
+        hl = strlen(host);
+        for (unsigned i = 0; i < c->flink_url_allow.n; i++) {
+                const char *a = c->flink_url_allow.v[i];
+                size_t al = strlen(a);
+                if (a[0] == '.' ? hl > al && strcasecmp(host + hl - al, a) == 0 : strcasecmp(host, a) == 0)
+                        return true;
+        }
+        return false;
+}
+
 static bool option_is_list(const struct option_def *o) {
-        return o->type == T_URL_LIST || o->type == T_HEADER_LIST;
+        return o->type == T_URL_LIST || o->type == T_HEADER_LIST || o->type == T_HOST_LIST;
 }
 
 static int parse_bool(const char *v) {
@@ -328,14 +369,15 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         strcpy(dst, v);
                 break;
         case T_URL_LIST:
-        case T_HEADER_LIST: {
+        case T_HEADER_LIST:
+        case T_HOST_LIST: {
                 /* Each source replaces the list; repeated flags add to it (see config_parse). */
                 struct strlist *l = dst;
                 char item[600];
                 const char *p = v;
                 l->n = 0;
                 while (*p && !expect[0]) {
-                        size_t n = strcspn(p, "\n");
+                        size_t n = strcspn(p, o->type == T_HOST_LIST ? ",\n" : "\n");
                         if (n >= sizeof l->v[0] || l->n >= STRLIST_MAX) {
                                 snprintf(expect, sizeof expect, "at most %d items of at most %zu characters", STRLIST_MAX,
                                          sizeof l->v[0] - 1);
@@ -345,13 +387,15 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         item[n] = 0;
                         p += n + (p[n] != 0);
                         /* White space around a header is not part of it; in a URL
-                         * it is an error, not something to trim. */
+                         * or a host it is an error, not something to trim. */
                         char *it = o->type == T_HEADER_LIST ? strip(item) : item;
                         bool good;
-                        if (!*it)
+                        if (!*it && o->type != T_HOST_LIST)
                                 continue; /* an empty line */
                         if (o->type == T_URL_LIST)
                                 good = url_valid(it, true);
+                        else if (o->type == T_HOST_LIST)
+                                good = host_pattern_valid(it) && (*p || (p[-1] != ',' && p[-1] != '\n')); /* no empty last item */
                         else {
                                 const char *colon = strchr(it, ':');
                                 good = colon && colon > it;
@@ -362,8 +406,11 @@ static int option_set(struct config *c, const struct option_def *o, const char *
                         }
                         if (!good) {
                                 snprintf(expect, sizeof expect, "%s",
-                                         o->type == T_URL_LIST ? "http:// or https:// URLs, one per line"
-                                                               : "\"Name: value\" headers, one per line");
+                                         o->type == T_URL_LIST    ? "http:// or https:// URLs, one per line"
+                                         : o->type == T_HOST_LIST ? "host names (flink.example.com) or .suffixes "
+                                                                    "(.svc.cluster.local), comma-separated, without "
+                                                                    "scheme, port or path"
+                                                                  : "\"Name: value\" headers, one per line");
                                 break;
                         }
                         strcpy(l->v[l->n++], it);

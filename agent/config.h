@@ -60,6 +60,9 @@ struct config {
         char event_namespace[64];
         /* Flink */
         char flink_rest_template[256];
+        /* Hosts a spotd.io/flink-rest-url annotation may name: "host" exactly,
+         * ".suffix" for the hosts below it; empty: annotations are ignored. */
+        struct strlist flink_url_allow;
         usec_t flink_timeout;
         usec_t checkpoint_fresh;
         usec_t checkpoint_timeout;
@@ -82,6 +85,13 @@ struct config {
  * printing one line to err naming the option, the value and what was wanted. */
 int config_parse(struct config *c, int argc, char *const *argv, char *const *envp,
                  FILE *out, FILE *err);
+
+/* Whether --flink-url-allow lets a spotd.io/flink-rest-url annotation point
+ * at host (already taken out of the URL: no scheme, userinfo, port or
+ * brackets). Case-insensitive; a ".suffix" entry matches the hosts below
+ * it on a label boundary, not the suffix itself. false for anything that is
+ * not a plain DNS name or IPv4 address, and when the list is empty. */
+bool config_flink_url_allowed(const struct config *c, const char *host);
 
 /* Prints the options with their environment names and defaults. */
 void config_usage(FILE *f);

@@ -335,3 +335,128 @@ Test(config, node_name_fits_field_selector) {
         cr_assert(strstr(r.err, "--node-name"), "%s", r.err);
         free(r.err);
 }
+
+/* Issue 9: --flink-url-allow, the hosts a per-pod spotd.io/flink-rest-url
+ * annotation may name. Empty by default. */
+Test(config, flink_url_allow_parsed) {
+        struct config c;
+        struct run r = parse(&c, (char *[]) { "run", "--node-name=n", NULL }, no_env);
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        cr_assert_eq(c.flink_url_allow.n, 0, "empty by default");
+        free(r.err);
+
+        r = parse(&c, (char *[]) { "run", "--node-name=n", "--flink-url-allow=.svc.cluster.local,Flink.Example.com", NULL },
+                  no_env);
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        cr_assert_eq(c.flink_url_allow.n, 2);
+        cr_assert_str_eq(c.flink_url_allow.v[0], ".svc.cluster.local");
+        cr_assert_str_eq(c.flink_url_allow.v[1], "Flink.Example.com");
+        free(r.err);
+
+        /* Environment (commas or one per line, as the chart renders a list), file, repeated flags. */
+        r = parse(&c, (char *[]) { "run", "--node-name=n", NULL },
+                  (char *[]) { "SPOTD_FLINK_URL_ALLOW=a.example,.b.example\n10.0.0.7", NULL });
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        cr_assert_eq(c.flink_url_allow.n, 3);
+        cr_assert_str_eq(c.flink_url_allow.v[2], "10.0.0.7");
+        free(r.err);
+        char path[] = "/tmp/spotd-config-XXXXXX";
+        config_file(path, "flink-url-allow = .svc.cluster.local\n");
+        char cfg[64];
+        snprintf(cfg, sizeof cfg, "--config=%s", path);
+        r = parse(&c, (char *[]) { "run", "--node-name=n", cfg, NULL }, no_env);
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        cr_assert_eq(c.flink_url_allow.n, 1);
+        free(r.err);
+        unlink(path);
+        r = parse(&c, (char *[]) { "run", "--node-name=n", "--flink-url-allow=a.example", "--flink-url-allow=.b.example", NULL },
+                  (char *[]) { "SPOTD_FLINK_URL_ALLOW=c.example", NULL });
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        cr_assert_eq(c.flink_url_allow.n, 2, "flags replace the environment, repeated flags add");
+        free(r.err);
+
+        static const char *const bad[] = {
+                "", ",a.example", "a.example,", "a.example,,b.example", "a.example\n", ".", "..svc", "a..b",
+                "a example", "a.example ", " a.example", "a.ex\tample", "a.ex\rample", "a.ex\x7fmple",
+                "http://a.example", "a.example:8081", "a.example/x", "*.svc.cluster.local", "a.example.",
+                "-a.example", "a-.example", "a_b.example", "[fd00::1]", "a.example?x", "user@a.example",
+                "a.example,b.example,c.example,d.example,e.example,f.example,g.example,h.example,i.example",
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                char flag[600];
+                snprintf(flag, sizeof flag, "--flink-url-allow=%s", bad[i]);
+                r = parse(&c, (char *[]) { "run", "--node-name=n", flag, NULL }, no_env);
+                if (!*bad[i]) { /* empty: the default, nothing allowed */
+                        cr_assert_eq(r.r, 0, "%s", r.err);
+                        cr_assert_eq(c.flink_url_allow.n, 0);
+                        free(r.err);
+                        continue;
+                }
+                cr_assert_eq(r.r, -EINVAL, "\"%s\" accepted", bad[i]);
+                cr_assert(strstr(r.err, "for --flink-url-allow (flag)"), "%s: %s", bad[i], r.err);
+                cr_assert_eq(strchr(r.err, '\n'), r.err + strlen(r.err) - 1, "one line: %s", r.err);
+                free(r.err);
+        }
+        /* Labels of 63, names of 253 characters at most. */
+        char name[300] = "", flag[320];
+        memset(name, 'a', 64);
+        snprintf(flag, sizeof flag, "--flink-url-allow=%s.example", name);
+        r = parse(&c, (char *[]) { "run", "--node-name=n", flag, NULL }, no_env);
+        cr_assert_eq(r.r, -EINVAL, "a 64-character label accepted");
+        free(r.err);
+        name[63] = 0;
+        snprintf(flag, sizeof flag, "--flink-url-allow=.%s.example", name);
+        r = parse(&c, (char *[]) { "run", "--node-name=n", flag, NULL }, no_env);
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        free(r.err);
+}
+
+Test(config, flink_url_allowed_matches_hosts_and_suffixes) {
+        static const struct {
+                const char *host;
+                bool allowed;
+        } cases[] = {
+                { "orders-rest.flink.svc.cluster.local", true },
+                { "Orders-Rest.Flink.SVC.Cluster.Local", true }, /* case-insensitive */
+                { "x.svc.cluster.local", true },
+                { "flink.example.com", true },
+                { "FLINK.example.COM", true },
+                { "10.0.0.7", true },
+                /* A suffix matches on a label boundary and only below itself. */
+                { "svc.cluster.local", false },
+                { "evilsvc.cluster.local", false },
+                { "x.svc.cluster.local.evil.example", false },
+                /* An exact host is exact. */
+                { "a.flink.example.com", false },
+                { "flink.example.com.evil", false },
+                { "xflink.example.com", false },
+                { "10.0.0.70", false },
+                { "110.0.0.7", false },
+                /* Not a host name: never allowed, whatever it ends with. */
+                { "", false },
+                { ".svc.cluster.local", false },
+                { "evil@x.svc.cluster.local", false },
+                { "evil?.svc.cluster.local", false },
+                { "evil/.svc.cluster.local", false },
+                { "x.svc.cluster.local:8081", false },
+                { "x.svc.cluster.local.", false },
+                { "x .svc.cluster.local", false },
+                { "x\r.svc.cluster.local", false },
+                { "[::1]", false },
+        };
+        struct config c;
+        struct run r = parse(&c, (char *[]) { "run", "--node-name=n", "--flink-url-allow=.svc.cluster.local,flink.example.com,10.0.0.7",
+                                              NULL }, no_env);
+        cr_assert_eq(r.r, 0, "%s", r.err);
+        free(r.err);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+                cr_assert_eq(config_flink_url_allowed(&c, cases[i].host), cases[i].allowed, "\"%s\"", cases[i].host);
+        cr_assert_not(config_flink_url_allowed(&c, NULL));
+
+        /* The default: nothing. */
+        r = parse(&c, (char *[]) { "run", "--node-name=n", NULL }, no_env);
+        cr_assert_eq(r.r, 0);
+        free(r.err);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+                cr_assert_not(config_flink_url_allowed(&c, cases[i].host), "\"%s\"", cases[i].host);
+}

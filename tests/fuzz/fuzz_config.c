@@ -105,11 +105,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         for (unsigned i = 0; i < c->webhook_headers.n; i++)
                                 FUZZ_CHECK(!strpbrk(c->webhook_headers.v[i], "\r\n")); /* no header injection */
                         /* No control character, space or DEL in any URL option (issue 9:
-                         * "http://a.ee:\r8443/y" passed), */
+                         * "http://a.ee:\r8443/y" passed), nor in an allowed Flink host. */
                         FUZZ_CHECK(all_graphic(c->imds_endpoint) && all_graphic(c->kube_api) &&
                                    all_graphic(c->flink_rest_template));
                         for (unsigned i = 0; i < c->webhook_urls.n; i++)
                                 FUZZ_CHECK(c->webhook_urls.v[i][0] && all_graphic(c->webhook_urls.v[i]));
+                        FUZZ_CHECK(c->flink_url_allow.n <= STRLIST_MAX);
+                        for (unsigned i = 0; i < c->flink_url_allow.n; i++)
+                                FUZZ_CHECK(c->flink_url_allow.v[i][0] && all_graphic(c->flink_url_allow.v[i]) &&
+                                           !strpbrk(c->flink_url_allow.v[i], ":/@?#[]*"));
                         /* The pod list's selectors fit their buffers (checked at start, not at interruption). */
                         char esc[CONFIG_TM_SELECTOR_ESCAPED_MAX], field[300];
                         FUZZ_CHECK(k8s_escape(c->tm_selector, esc, sizeof esc) == 0);
