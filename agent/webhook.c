@@ -33,21 +33,31 @@ struct webhook {
 };
 
 void webhook_redact(const char *url, char *buf, size_t len) {
-        const char *p = strstr(url, "://");
-        size_t o = 0;
-        if (!p) {
+        const char *sep = strstr(url, "://"), *host, *port = NULL;
+        size_t hl, pl = 0;
+
+        if (!sep) {
                 snprintf(buf, len, "(invalid URL)");
                 return;
         }
-        p += 3;
-        const char *at = strchr(p, '@'), *slash = strchr(p, '/');
+        /* Userinfo as config.c reads it: an '@' before the first '/'. */
+        host = sep + 3;
+        const char *at = strchr(host, '@'), *slash = strchr(host, '/');
         if (at && (!slash || at < slash))
-                p = at + 1; /* drop user:password@ */
-        o = (size_t) snprintf(buf, len, "%.*s://", (int) (strstr(url, "://") - url), url);
-        for (; *p && *p != '?' && *p != '#' && o + 1 < len; p++)
-                buf[o++] = *p;
-        if (o < len)
-                buf[o] = 0;
+                host = at + 1;
+        hl = strcspn(host, "/?#");
+        const char *rb = host[0] == '[' ? memchr(host, ']', hl) : NULL;
+        const char *colon = memchr(rb ? rb : host, ':', hl - (size_t) ((rb ? rb : host) - host));
+        if (colon) {
+                port = colon + 1;
+                pl = hl - (size_t) (port - host);
+                hl = (size_t) (colon - host);
+        } else {
+                /* Shown anyway, so every webhook reads the same way. */
+                port = strncmp(url, "https", 5) == 0 ? "443" : "80";
+                pl = strlen(port);
+        }
+        snprintf(buf, len, "%.*s://%.*s:%.*s", (int) (sep - url), url, (int) hl, host, (int) pl, port);
 }
 
 static void free_delivery(struct delivery *d) {

@@ -1,7 +1,7 @@
 /* The rescale signal for other controllers: a JSON POST to every
  * --webhook-url at notice and at completion. Asynchronous, retried with
- * backoff, never blocking the handling; URLs are logged without query or
- * credentials and headers never. */
+ * backoff, never blocking the handling; URLs are logged as scheme://host:port
+ * only and headers never. */
 #pragma once
 #include "config.h"
 #include "k8s.h"
@@ -17,5 +17,7 @@ void webhook_send(struct webhook *w, const char *event_id, const char *json);
 void webhook_tick(struct webhook *w);
 usec_t webhook_next_wakeup(const struct webhook *w);
 
-/* scheme://host[:port]/path of url: no userinfo, no query, no fragment. */
+/* scheme://host:port of url (the scheme's port when it has none): no
+ * userinfo, path, query or fragment. The path is a secret too: Slack, Teams
+ * and Discord webhooks carry their credential in it. */
 void webhook_redact(const char *url, char *buf, size_t len);

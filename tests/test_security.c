@@ -28,6 +28,7 @@
 #include "helpers.h"
 #include "imds_sim.h"
 #include "k8s_sim.h"
+#include "webhook.h"
 
 #include <limits.h>
 
@@ -476,7 +477,8 @@ static void no_secret_anywhere(enum target target) {
                                                  "--node-name=node-a", "--poll-interval=50ms", (char *) tgt, (char *) fmt,
                                                  "--log-level=debug", a_health, "--eviction-margin=10s",
                                                  "--checkpoint-fresh=0s", "--verify-timeout=20s", hook, hook_refuse,
-                                                 hook_tls, "--webhook-header=Authorization: Bearer " HOOK_HEADER, NULL },
+                                                 hook_tls, "--webhook-header=Authorization: Bearer " HOOK_HEADER,
+                                                 "--flink-url-allow=127.0.0.1", NULL },
                                 NULL), 0);
         char *body = NULL;
         cr_assert(eventually((proc_pump(&p, 0), free(body), body = NULL, http_get_port(hport, "/status", &body) == 200 &&
@@ -572,3 +574,130 @@ static void no_secret_anywhere(enum target target) {
 Test(security, no_secret_in_logs_stderr_text) { no_secret_anywhere(T_STDERR_TEXT); }
 Test(security, no_secret_in_logs_stderr_json) { no_secret_anywhere(T_STDERR_JSON); }
 Test(security, no_secret_in_logs_journal) { no_secret_anywhere(T_JOURNAL); }
+
+/* ---- a webhook's path is a secret too ---- */
+
+/* Slack, Teams and Discord put the credential in the path
+ * (/services/T000/B000/XXXX): spotd shows a webhook as scheme://host:port
+ * only, in every log line (delivered, retried, refused), /status and
+ * /metrics (issue 9). The sink answers 503 twice (retried) then 200 on one
+ * path, 400 (failed for good, logged at once) on the other. */
+#define HOOK_PATH_SECRET "SECRETPATH-4f1d9c"
+
+struct path_sink {
+        pthread_mutex_t lock;
+        unsigned ok, unavailable, refused;
+};
+
+static enum MHD_Result path_sink_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                         const char *version, const char *data, size_t *size, void **state) {
+        struct path_sink *s = cls;
+        if (!*state) {
+                *state = calloc(1, sizeof(struct sink_req));
+                return *state ? MHD_YES : MHD_NO;
+        }
+        if (*size) {
+                *size = 0; /* the payload is not what this test is about */
+                return MHD_YES;
+        }
+        unsigned code;
+        pthread_mutex_lock(&s->lock);
+        if (strstr(url, "/refuse-"))
+                code = 400, s->refused++;
+        else if (s->unavailable < 2)
+                code = 503, s->unavailable++;
+        else
+                code = 200, s->ok++;
+        pthread_mutex_unlock(&s->lock);
+        struct MHD_Response *resp = MHD_create_response_from_buffer(2, "{}", MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result ret = MHD_queue_response(c, code, resp);
+        MHD_destroy_response(resp);
+        return ret;
+}
+
+static bool path_sink_reached(struct path_sink *s, unsigned ok, unsigned refused) {
+        pthread_mutex_lock(&s->lock);
+        bool done = s->ok >= ok && s->refused >= refused;
+        pthread_mutex_unlock(&s->lock);
+        return done;
+}
+
+static void webhook_path_not_shown(const char *format) {
+        char url[64], a_api[128], a_ca[1100], a_token[1100], a_health[64], hook[200], hook_refuse[200], shown[64];
+        struct path_sink s = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+        cr_assert_eq(k8s_sim_start(NULL, &kube), 0);
+        k8s_sim_url(kube, url, sizeof url);
+        snprintf(a_api, sizeof a_api, "--kube-api=%s", url);
+        snprintf(a_ca, sizeof a_ca, "--kube-ca-file=%s", k8s_sim_ca_file(kube));
+        snprintf(a_token, sizeof a_token, "--kube-token-file=%s", k8s_sim_token_file(kube));
+        k8s_sim_add_node(kube, "node-a", NULL);
+
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        sink.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, path_sink_handler, &s,
+                                  MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_NOTIFY_COMPLETED, sink_done, NULL, MHD_OPTION_END);
+        cr_assert_not_null(sink.d);
+        unsigned sport = MHD_get_daemon_info(sink.d, MHD_DAEMON_INFO_BIND_PORT)->port;
+        snprintf(hook, sizeof hook, "--webhook-url=http://127.0.0.1:%u/services/T0/B0/" HOOK_PATH_SECRET, sport);
+        snprintf(hook_refuse, sizeof hook_refuse, "--webhook-url=http://127.0.0.1:%u/refuse-" HOOK_PATH_SECRET "/x", sport);
+        snprintf(shown, sizeof shown, "Webhook http://127.0.0.1:%u ", sport);
+        unsigned hport = free_port();
+        snprintf(a_health, sizeof a_health, "--health-addr=127.0.0.1:%u", hport);
+
+        struct proc p;
+        cr_assert_eq(proc_spawn(&p, (char *[]) { "spotd", "run", a_imds, a_api, a_ca, a_token, "--node-name=node-a",
+                                                 "--poll-interval=50ms", "--log-target=stderr", (char *) format,
+                                                 "--log-level=debug", a_health, hook, hook_refuse, NULL }, NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 10000), "%s", p.out);
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+
+        /* Notice and completion: each accepted by one hook (the first after two
+         * retries) and refused by the other; each outcome logged. */
+        cr_assert(eventually((proc_pump(&p, 0), path_sink_reached(&s, 2, 2) && proc_count(&p, "accepted the signal") >= 2 &&
+                              proc_count(&p, "failed after") >= 2), 30000),
+                  "ok %u, 503 %u, refused %u: %s", s.ok, s.unavailable, s.refused, p.out);
+        cr_assert_eq(s.unavailable, 2, "the first delivery was retried");
+        cr_assert_geq(proc_count(&p, shown), 4, "the webhook shown as scheme://host:port (\"%s\"): %s", shown, p.out);
+
+        char *status_body = NULL, *metrics_body = NULL;
+        cr_assert_eq(http_get_port(hport, "/status", &status_body), 200);
+        cr_assert_eq(http_get_port(hport, "/metrics", &metrics_body), 200);
+        cr_assert(strstr(metrics_body, "spotd_webhook_deliveries_total"), "%s", metrics_body);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0, "%s", p.out);
+        const struct { const char *what, *text; } out[] = {
+                { "stdout/stderr", p.out }, { "/status", status_body }, { "/metrics", metrics_body },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(out); i++) {
+                const char *hit = strstr(out[i].text, HOOK_PATH_SECRET);
+                cr_expect_null(hit, "the webhook's path found in %s: ...%.200s...", out[i].what,
+                               hit ? (hit - out[i].text > 100 ? hit - 100 : out[i].text) : "");
+                cr_expect_null(strstr(out[i].text, "/services/T0"), "a webhook path in %s", out[i].what);
+        }
+        free(status_body);
+        free(metrics_body);
+        proc_free(&p);
+}
+
+Test(security, webhook_path_not_shown_text) { webhook_path_not_shown("--log-format=text"); }
+Test(security, webhook_path_not_shown_json) { webhook_path_not_shown("--log-format=json"); }
+
+Test(security, webhook_redact_shows_scheme_host_port) {
+        static const struct { const char *url, *shown; } cases[] = {
+                { "https://hooks.slack.com/services/T000/B000/XXXX", "https://hooks.slack.com:443" },
+                { "http://127.0.0.1:8080/services/T0/B0/SECRET?token=x", "http://127.0.0.1:8080" },
+                { "http://user:pa?ss@hooks.example/x", "http://hooks.example:80" },
+                { "https://user:pass@hooks.example:8443?token=x", "https://hooks.example:8443" },
+                { "http://[fd00::1]:9000/api/webhooks/1/SECRET", "http://[fd00::1]:9000" },
+                { "https://[fd00::1]/api/webhooks/1/SECRET", "https://[fd00::1]:443" },
+                { "https://discord.com/api/webhooks/123/SECRET", "https://discord.com:443" },
+                { "not a url", "(invalid URL)" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char buf[300];
+                webhook_redact(cases[i].url, buf, sizeof buf);
+                cr_assert_str_eq(buf, cases[i].shown, "%s", cases[i].url);
+        }
+        char small[12];
+        webhook_redact("https://hooks.example/SECRET", small, sizeof small);
+        cr_assert_str_eq(small, "https://hoo", "cut, not overrun");
+}
