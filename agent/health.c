@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -21,10 +22,25 @@
  * itself, before the handler runs. */
 #define HEALTH_CONNECTION_MEMORY (16 * 1024)
 
+/* The node's own addresses (and loopback) keep a quarter of the connection
+ * slots: on a hostNetwork pod the kubelet probes the node's address, so its
+ * probes come from there, and a probe that cannot connect gets the agent
+ * restarted, mid-event if need be. Other clients (Prometheus, anyone who
+ * can reach the port) share the rest; two of them at the per-address limit
+ * used to hold every slot. */
+#define HEALTH_OWN_ADDRS_MAX 64
+#define HEALTH_OWN_REFRESH (10 * USEC_PER_SEC)
+
 struct health {
         struct MHD_Daemon *daemon;
         struct status *status;
         uint16_t port;
+        /* Touched only by MHD's one thread once it runs (the accept policy and
+         * the connection notifications run there), so unlocked. */
+        unsigned foreign, foreign_max;
+        struct in6_addr own[HEALTH_OWN_ADDRS_MAX]; /* IPv4 as ::ffff:a.b.c.d */
+        size_t n_own, n_bound;                     /* own[0..n_bound): the bound address, kept on refresh */
+        usec_t own_read;
 };
 
 int health_parse_addr(const char *addr, char *host, size_t hostlen, uint16_t *ret_port) {
@@ -81,6 +97,91 @@ int health_parse_addr(const char *addr, char *host, size_t hostlen, uint16_t *re
         }
         *ret_port = (uint16_t) port;
         return 0;
+}
+
+/* IPv4 as IPv4-mapped IPv6, so one comparison serves both. */
+static bool addr_key(const struct sockaddr *sa, struct in6_addr *ret) {
+        if (!sa)
+                return false;
+        if (sa->sa_family == AF_INET6) {
+                *ret = ((const struct sockaddr_in6 *) sa)->sin6_addr;
+                return true;
+        }
+        if (sa->sa_family == AF_INET) {
+                *ret = (struct in6_addr) { .s6_addr = { [10] = 0xff, [11] = 0xff } };
+                memcpy(&ret->s6_addr[12], &((const struct sockaddr_in *) sa)->sin_addr, 4);
+                return true;
+        }
+        return false;
+}
+
+static bool addr_is_any(const struct in6_addr *a) {
+        static const struct in6_addr any4 = { .s6_addr = { [10] = 0xff, [11] = 0xff } };
+        return IN6_IS_ADDR_UNSPECIFIED(a) || IN6_ARE_ADDR_EQUAL(a, &any4);
+}
+
+/* The interfaces' addresses as they are now; a node may gain one. */
+static void own_refresh(struct health *h) {
+        struct ifaddrs *ifs = NULL;
+
+        h->own_read = now_monotonic();
+        h->n_own = h->n_bound;
+        if (getifaddrs(&ifs) < 0)
+                return;
+        for (struct ifaddrs *i = ifs; i && h->n_own < HEALTH_OWN_ADDRS_MAX; i = i->ifa_next)
+                if (addr_key(i->ifa_addr, &h->own[h->n_own]))
+                        h->n_own++;
+        freeifaddrs(ifs);
+}
+
+/* 127.0.0.1, ::1 or one of the node's addresses. Not the rest of
+ * 127.0.0.0/8: a client on the node can always use 127.0.0.1. */
+static bool peer_reserved(const struct health *h, const struct sockaddr *peer) {
+        static const struct in6_addr lo4 = { .s6_addr = { [10] = 0xff, [11] = 0xff, [12] = 127, [15] = 1 } };
+        struct in6_addr a;
+
+        if (!addr_key(peer, &a))
+                return false;
+        if (IN6_IS_ADDR_LOOPBACK(&a) || IN6_ARE_ADDR_EQUAL(&a, &lo4))
+                return true;
+        for (size_t i = 0; i < h->n_own; i++)
+                if (IN6_ARE_ADDR_EQUAL(&a, &h->own[i]))
+                        return true;
+        return false;
+}
+
+/* MHD's accept policy: a foreign client only while foreign ones hold fewer
+ * than foreign_max; MHD's own limits (total, per address) apply after. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, _unused_ socklen_t addrlen) {
+        struct health *h = cls;
+
+        if (h->foreign < h->foreign_max || peer_reserved(h, addr))
+                return MHD_YES;
+        /* About to turn one away: make sure it is not the node's new address. */
+        if (now_monotonic() - h->own_read >= HEALTH_OWN_REFRESH) {
+                own_refresh(h);
+                if (peer_reserved(h, addr))
+                        return MHD_YES;
+        }
+        return MHD_NO;
+}
+
+/* Counts foreign connections from their start to their close; the socket
+ * context marks the ones counted. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+        struct health *h = cls;
+
+        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+                const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+                if (ci && !peer_reserved(h, ci->client_addr)) {
+                        h->foreign++;
+                        *socket_context = &h->foreign;
+                }
+        } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context == &h->foreign) {
+                h->foreign--;
+                *socket_context = NULL;
+        }
 }
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *type, void *body,
@@ -218,6 +319,10 @@ int health_start(const char *addr, struct status *st, unsigned max_connections, 
         if (!h)
                 return -ENOMEM;
         h->status = st;
+        unsigned limit = max_connections ?: HEALTH_MAX_CONNECTIONS_DEFAULT, reserve = limit / 4;
+        if (reserve == 0 && limit > 1)
+                reserve = 1; /* but a single slot stays open to all: reserved, it would shut every other client out */
+        h->foreign_max = limit - reserve;
 
         fd = open_listener(host, port, &family);
         if (fd < 0)
@@ -228,12 +333,26 @@ int health_start(const char *addr, struct status *st, unsigned max_connections, 
                 return r;
         }
 
-        /* No MHD_USE_ERROR_LOG: this module never logs, the caller does. */
+        /* Bound to one address: clients from it are the node's own too. */
+        union {
+                struct sockaddr sa;
+                struct sockaddr_in in;
+                struct sockaddr_in6 in6;
+        } b = {};
+        socklen_t blen = sizeof(b);
+        if (getsockname(fd, &b.sa, &blen) == 0 && addr_key(&b.sa, &h->own[0]) && !addr_is_any(&h->own[0]))
+                h->n_bound = 1;
+        own_refresh(h);
+
+        /* No MHD_USE_ERROR_LOG: this module never logs, the caller does.
+         * No thread pool: the accept policy and the notifications must run
+         * on one thread (struct health's counters are not locked). */
         h->daemon = MHD_start_daemon(
                 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | (family == AF_INET6 ? MHD_USE_DUAL_STACK : 0),
-                port, NULL, NULL, handle, h,
+                port, on_accept, h, handle, h,
+                MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                 MHD_OPTION_LISTEN_SOCKET, fd,
-                MHD_OPTION_CONNECTION_LIMIT, (unsigned) (max_connections ?: HEALTH_MAX_CONNECTIONS_DEFAULT),
+                MHD_OPTION_CONNECTION_LIMIT, limit,
                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) HEALTH_PER_IP_LIMIT,
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HEALTH_CONNECTION_TIMEOUT,
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HEALTH_CONNECTION_MEMORY,

@@ -8,8 +8,12 @@
 struct health;
 
 /* addr is "HOST:PORT" ("127.0.0.1:9808", "[::1]:0", "0.0.0.0:9808"); port 0
- * picks a free one. Returns 0, -EINVAL for a bad address, -EADDRINUSE or
- * another -errno when the socket cannot be bound. */
+ * picks a free one. max_connections (0: 32) bounds the connections held; a
+ * quarter of them (one at least, from 2 up) only clients on this host get:
+ * 127.0.0.1, ::1, the bound address, the interfaces' addresses (the
+ * kubelet probes a hostNetwork pod from the node's). Returns 0, -EINVAL for
+ * a bad address, -EADDRINUSE or another -errno when the socket cannot be
+ * bound. */
 int health_start(const char *addr, struct status *st, unsigned max_connections,
                  struct health **ret);
 uint16_t health_port(const struct health *h);

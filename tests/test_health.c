@@ -2,8 +2,11 @@
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -597,4 +600,163 @@ Test(health, poll_refresh_keeps_handler_phase, .init = setup, .fini = teardown) 
         cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "phase")), "cleared", "%s", r.body);
         cr_assert_not_null(cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "timeline"), "done"), "timeline kept");
         cJSON_Delete(j);
+}
+
+/* ---- foreign clients cannot take the last connections (issue 9) ---- */
+
+/* Server-side sockets of this process on the health port that the server
+ * has accepted and holds (connections still in the kernel's accept queue
+ * have no file yet): ours from /proc/self/fd, their ports from
+ * /proc/net/tcp and /proc/net/tcp6. */
+static long held_connections(uint16_t server_port) {
+        unsigned long inodes[1024];
+        size_t n = 0;
+        long held = 0;
+        char link[64], line[512];
+        DIR *d = opendir("/proc/self/fd");
+        cr_assert_not_null(d);
+        for (struct dirent *e; (e = readdir(d)) && n < ELEMENTSOF(inodes);) {
+                ssize_t l = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);
+                if (l > 0) {
+                        link[l] = 0;
+                        if (sscanf(link, "socket:[%lu]", &inodes[n]) == 1)
+                                n++;
+                }
+        }
+        closedir(d);
+        static const char *const tables[] = { "/proc/net/tcp", "/proc/net/tcp6" };
+        for (size_t t = 0; t < ELEMENTSOF(tables); t++) {
+                FILE *f = fopen(tables[t], "re");
+                if (!f)
+                        continue;
+                while (fgets(line, sizeof(line), f)) {
+                        unsigned lport, state;
+                        unsigned long inode;
+                        if (sscanf(line, " %*d: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x %*s %*s %*s %*d %*d %lu", &lport, &state,
+                                   &inode) != 3 || lport != server_port || state == 0x0A /* LISTEN */)
+                                continue;
+                        for (size_t i = 0; i < n; i++)
+                                held += inodes[i] == inode;
+                }
+                fclose(f);
+        }
+        return held;
+}
+
+/* Whether the server has closed a client socket (EOF or reset), without
+ * waiting. */
+static bool closed_by_server(int fd) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+/* Whether each client socket is held by the server or was closed by it;
+ * the held count in *ret_held. Closed ones are counted first: one closing
+ * meanwhile is then counted in neither, never in both. */
+static bool settled(const int *fds, size_t n, uint16_t server_port, long *ret_held) {
+        size_t closed = 0;
+        for (size_t i = 0; i < n; i++)
+                closed += closed_by_server(fds[i]);
+        *ret_held = held_connections(server_port);
+        return (size_t) *ret_held + closed == n;
+}
+
+/* Keeps the foreign connections busy (one byte of a header every 200 ms), so
+ * that no idle timeout frees a slot while the probe waits. */
+struct trickle {
+        int *fds;
+        size_t n;
+        volatile bool stop;
+};
+
+static void *trickle_run(void *arg) {
+        struct trickle *t = arg;
+        while (!t->stop) {
+                for (size_t i = 0; i < t->n; i++)
+                        (void) send(t->fds[i], "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                usleep(200 * 1000);
+        }
+        return NULL;
+}
+
+/* Two hosts (127.0.0.2 and 127.0.0.3: loopback, but not an address of any
+ * interface, so foreign to the server) open 16 connections each, the
+ * per-address limit; with the default limit of 32 they held every slot and
+ * the kubelet's probe, which comes from the node's own address, failed. A
+ * quarter of the slots is kept for the node's own addresses: the foreign
+ * ones get at most 24, and 127.0.0.1 is answered. */
+static void foreign_clients_leave_room(const char *addr) {
+        struct status *s;
+        struct health *h;
+        int fds[32];
+        cr_assert_eq(status_new(&s), 0);
+        int r = health_start(addr, s, 0, &h);
+        if (r == -EAFNOSUPPORT || r == -EADDRNOTAVAIL)
+                cr_skip("no IPv6 here");
+        cr_assert_eq(r, 0);
+        uint16_t p = health_port(h);
+
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+                struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(i < 16 ? 0x7f000002 : 0x7f000003) };
+                struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(p), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                cr_assert_geq(fds[i], 0);
+                cr_assert_eq(bind(fds[i], (struct sockaddr *) &src, sizeof(src)), 0, "%s", strerror(errno));
+                cr_assert_eq(connect(fds[i], (struct sockaddr *) &dst, sizeof(dst)), 0, "%s", strerror(errno));
+                cr_assert_eq(send(fds[i], "GET /healthz HTTP/1.1\r\nX-Pad: ", 30, MSG_NOSIGNAL), 30);
+        }
+        struct trickle t = { .fds = fds, .n = ELEMENTSOF(fds) };
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, trickle_run, &t), 0);
+        /* Settled: every foreign connection is held or was turned away. */
+        long held = 0;
+        bool done = false;
+        for (int i = 0; i < 1000 && !(done = settled(fds, ELEMENTSOF(fds), p, &held)); i++)
+                usleep(10 * 1000);
+        cr_assert(done, "held %ld of %zu, the others not turned away", held, ELEMENTSOF(fds));
+
+        /* The probe, from the node itself. */
+        struct reply rep;
+        http(p, NULL, "/healthz", NULL, NULL, &rep);
+        t.stop = true;
+        pthread_join(th, NULL);
+        cr_assert_eq(rep.err, CURLE_OK, "the probe got no answer (%s) with %ld foreign connections held",
+                     curl_easy_strerror(rep.err), held);
+        cr_assert_eq(rep.code, 200);
+        cr_assert_leq(held, 24, "foreign clients held %ld of 32 connections", held);
+        cr_assert_geq(held, 16, "a foreign client still gets its share: %ld", held);
+
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                close(fds[i]);
+        /* Freed slots go to foreign clients again. */
+        for (int i = 0; i < 1000 && held_connections(p) > 0; i++)
+                usleep(10 * 1000);
+        struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000002) };
+        struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(p), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_eq(bind(fd, (struct sockaddr *) &src, sizeof(src)), 0);
+        cr_assert_eq(connect(fd, (struct sockaddr *) &dst, sizeof(dst)), 0);
+        static const char req[] = "GET /healthz HTTP/1.0\r\n\r\n";
+        cr_assert_eq(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL), (ssize_t) sizeof(req) - 1);
+        char buf[64] = "";
+        struct timeval tv = { .tv_sec = 5 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        cr_assert_gt(recv(fd, buf, sizeof(buf) - 1, 0), 0);
+        cr_assert(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%s", buf);
+        close(fd);
+        health_stop(h);
+        status_free(s);
+}
+
+Test(health, foreign_clients_leave_room_for_probes) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        foreign_clients_leave_room("127.0.0.1:0");
+        curl_global_cleanup();
+}
+
+/* On "[::]" IPv4 clients arrive as ::ffff:a.b.c.d. */
+Test(health, foreign_clients_leave_room_for_probes_dual_stack) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        foreign_clients_leave_room("[::]:0");
+        curl_global_cleanup();
 }
