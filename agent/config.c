@@ -69,7 +69,7 @@ static const struct option_def options[] = {
         { "eviction-margin", T_DURATION, OFF(eviction_margin), "15s", 0, 600 * S, NULL, "evictions must be accepted this long before the deadline" },
         { "force-delete", T_BOOL, OFF(force_delete), "false", 0, 0, NULL, "delete a TaskManager pod whose eviction is still blocked at the margin" },
         { "event-namespace", T_DNS_LABEL, OFF(event_namespace), "default", 0, 0, NULL, "namespace of the Kubernetes Events about the node" },
-        { "flink-rest-template", T_URL_TEMPLATE, OFF(flink_rest_template), "http://{app}-rest.{namespace}:8081", 0, 0, NULL, "JobManager REST URL from a TaskManager's app label and namespace (pod annotation spotd.io/flink-rest-url overrides)" },
+        { "flink-rest-template", T_URL_TEMPLATE, OFF(flink_rest_template), "http://{app}-rest.{namespace}:8081", 0, 0, NULL, "JobManager REST URL from a TaskManager's app label and namespace (a pod annotation spotd.io/flink-rest-url overrides it for hosts in --flink-url-allow)" },
         { "flink-url-allow", T_HOST_LIST, OFF(flink_url_allow), "", 0, 0, NULL, "hosts (flink.example.com) or .suffixes (.svc.cluster.local), comma-separated, that a spotd.io/flink-rest-url annotation may name (default: none, annotations ignored)" },
         { "flink-timeout", T_DURATION, OFF(flink_timeout), "3s", 100000, 60 * S, NULL, "timeout of one JobManager request" },
         { "checkpoint-fresh", T_DURATION, OFF(checkpoint_fresh), "30s", 0, 3600 * S, NULL, "skip the checkpoint when one completed this recently" },

@@ -21,15 +21,19 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
-enum phase {
-        PH_IDLE,
-        PH_FENCE_READ,   /* GET node in flight or due */
-        PH_FENCE_WRITE,  /* PATCH in flight */
-        PH_LIST,         /* pod list in flight or due */
-        PH_EVICT,        /* evictions and gone checks */
-        PH_DONE,
-        PH_UNDO_READ,
-        PH_UNDO_WRITE,
+/* The handler's states (systemd's service.c is the model): set_state()
+ * records every transition, one enter_*() per state starts it, and each
+ * stimulus (an answer, a timer, a newer event, a cancel) is a switch over
+ * the current state, so each state says in one place what happens to it. */
+enum state {
+        H_IDLE,       /* no event: watching */
+        H_FENCING,    /* node GET (due or in flight), then the fence PATCH */
+        H_LISTING,    /* the pod list, due or in flight */
+        H_EVICTING,   /* evictions, gone checks and the Flink side */
+        H_FINISHING,  /* the "done" annotation in flight: then the summary */
+        H_DONE,       /* handled; the fence stays until the instance goes or the event is canceled */
+        H_UNDOING,    /* waits for older writes to settle, then reads the node and removes the fence */
+        _H_MAX,
 };
 
 enum pod_state { P_PENDING, P_INFLIGHT, P_ACCEPTED, P_GONE, P_GAVE_UP, P_DELETE, P_DELETE_INFLIGHT };
@@ -51,58 +55,73 @@ struct timeline {
         usec_t seen, fenced, list, first_evict, last_accept, gone, done;
 };
 
+#define QUEUE_MAX 8
+
+struct queued {
+        struct event ev;
+        enum event_action action;
+};
+
 struct handler {
         const struct config *cfg;
         struct k8s *k;
         struct status *st;
-        unsigned inflight;    /* our requests in flight */
+        unsigned inflight;    /* requests that gate a step, of any generation */
+        unsigned besteffort;  /* Events and phase annotations: they never gate a step */
+        unsigned gen;         /* bumped when an event is abandoned: older answers are dropped */
         bool start_failed;    /* the start-up read of the node failed: retried */
         usec_t start_retry_at;
-        struct req *reqs;     /* the same, to free them if the client goes first */
+        struct req *reqs;     /* all of them, to free them if the client goes first */
         bool started;
 
         /* The node as last read. */
         char node_uid[40];
         char rv[32];
-        /* A fence left by an earlier run (read at start). */
-        char ann_event[EVENT_ID_MAX], ann_phase[24];
+        /* The event whose fence is on the node: an earlier run's (read at
+         * start) or ours. Only its cancel may remove the fence. */
+        char fence_id[EVENT_ID_MAX], ann_phase[24];
         time_t ann_fenced_at;
         bool ann_checked;
 
-        /* The event being handled. */
-        bool active;
+        /* The event being handled (or last handled, in H_DONE). */
+        enum state state;
         struct event ev;
         enum event_action action;
-        enum phase phase;
         unsigned attempts;
         bool fence_warned;    /* a fence failure of this event was logged */
-        usec_t due;           /* monotonic: next step of the node-level phase */
+        usec_t due;           /* monotonic: next request of a node-level step (UINT64_MAX: none due) */
         usec_t margin_at;     /* monotonic: evictions must be accepted by then */
         usec_t deadline_at;   /* monotonic: the instance goes away */
         struct pod pods[MAX_PODS];
         size_t npods;
         struct timeline tl;
         struct rescale *rs;   /* the Flink side of this event */
+        struct rescale **retired; /* of abandoned events: restoring, freed when idle */
+        size_t nretired;
         struct webhook *wh;
+        time_t merged_deadline; /* an equal event waiting its turn has the earlier deadline (0: none) */
         char outcome[160];
-
-        /* Queued work while requests of the previous one are in flight. */
-        bool queued;
-        struct event queued_ev;
-        enum event_action queued_action;
-        bool undo_queued;
         char undo_id[EVENT_ID_MAX];
+
+        /* Events that wait their turn, in arrival order. */
+        struct queued queue[QUEUE_MAX];
+        size_t nqueue;
 };
 
-static const char *phase_name(enum phase p) {
-        static const char *const n[] = { "idle", "fencing", "fencing", "listing", "evicting", "done",
-                                         "undoing", "undoing" };
-        return n[p];
+static const char *state_name(enum state s) {
+        static const char *const n[_H_MAX] = { "idle", "fencing", "listing", "evicting", "finishing", "done", "undoing" };
+        return n[s];
+}
+
+static void set_state(struct handler *h, enum state s) {
+        if (h->state != s)
+                log_debug("Handling of %s: %s -> %s", h->ev.id[0] ? h->ev.id : "no event", state_name(h->state), state_name(s));
+        h->state = s;
 }
 
 static void ctx(const struct handler *h, const struct pod *p, struct log_ctx *c) {
         *c = (struct log_ctx) { .event_id = h->ev.id, .kind = event_kind_to_string(h->ev.kind),
-                                .phase = phase_name(h->phase), .node = h->cfg->node_name };
+                                .phase = state_name(h->state), .node = h->cfg->node_name };
         if (p) {
                 c->pod = p->name;
                 c->namespace_ = p->ns;
@@ -136,7 +155,7 @@ static void add_usec(cJSON *o, const char *k, usec_t t) {
         cJSON_AddStringToObject(o, k, buf);
 }
 
-static void signal_webhook(struct handler *h, const char *type) {
+static void signal_webhook(struct handler *h, const struct event *e, const char *type) {
         char dl[32] = "";
         if (!h->cfg->webhook_urls.n)
                 return;
@@ -145,11 +164,11 @@ static void signal_webhook(struct handler *h, const char *type) {
         cJSON_AddStringToObject(o, "type", type);
         cJSON_AddStringToObject(o, "node", h->cfg->node_name);
         cJSON *ev = cJSON_AddObjectToObject(o, "event");
-        cJSON_AddStringToObject(ev, "id", h->ev.id);
-        cJSON_AddStringToObject(ev, "kind", event_kind_to_string(h->ev.kind));
-        cJSON_AddStringToObject(ev, "detail", h->ev.detail);
-        if (h->ev.deadline)
-                format_rfc3339(h->ev.deadline, dl, sizeof dl);
+        cJSON_AddStringToObject(ev, "id", e->id);
+        cJSON_AddStringToObject(ev, "kind", event_kind_to_string(e->kind));
+        cJSON_AddStringToObject(ev, "detail", e->detail);
+        if (e->deadline)
+                format_rfc3339(e->deadline, dl, sizeof dl);
         cJSON_AddStringToObject(o, "deadline", dl);
         cJSON_AddBoolToObject(o, "dry_run", h->cfg->dry_run);
         if (strcmp(type, "completed") == 0) {
@@ -181,7 +200,7 @@ static void signal_webhook(struct handler *h, const char *type) {
         }
         _cleanup_free_ char *s = cJSON_PrintUnformatted(o);
         if (s)
-                webhook_send(h->wh, h->ev.id, s);
+                webhook_send(h->wh, e->id, s);
 }
 
 /* ---- requests ---- */
@@ -190,26 +209,36 @@ struct req {
         struct handler *h;
         struct pod *pod;
         void (*fn)(struct handler *h, struct pod *p, const struct k8s_response *r);
+        unsigned gen;
+        bool gating;
         struct req *prev, *next;
 };
 
+/* An answer to a step of an abandoned event is dropped: the event it
+ * belonged to is gone, and its pod table may already be another's. */
 static void req_done(void *ud, const struct k8s_response *r) {
         struct req *q = ud;
         struct handler *h = q->h;
-        h->inflight--;
+        if (q->gating)
+                h->inflight--;
+        else
+                h->besteffort--;
         if (q->prev)
                 q->prev->next = q->next;
         else
                 h->reqs = q->next;
         if (q->next)
                 q->next->prev = q->prev;
-        q->fn(h, q->pod, r);
+        if (!q->gating || q->gen == h->gen)
+                q->fn(h, q->pod, r);
         free(q);
 }
 
 /* Sends a request, or in a dry run logs a write and answers it with success
- * so the plan runs through without changing anything. */
-static void send_req(struct handler *h, struct pod *p, const char *method, const char *path, const char *body,
+ * so the plan runs through without changing anything. gating: a step waits
+ * for its answer; otherwise (Events, phase annotations) fn must not touch
+ * the pod or the state. */
+static void send_any(struct handler *h, struct pod *p, bool gating, const char *method, const char *path, const char *body,
                      const char *ctype, void (*fn)(struct handler *, struct pod *, const struct k8s_response *)) {
         bool write = strcmp(method, "GET") != 0;
         if (h->cfg->dry_run && write) {
@@ -226,7 +255,7 @@ static void send_req(struct handler *h, struct pod *p, const char *method, const
                 fn(h, p, &r);
                 return;
         }
-        *q = (struct req) { h, p, fn, NULL, NULL };
+        *q = (struct req) { h, p, fn, h->gen, gating, NULL, NULL };
         int r = k8s_request(h->k, method, path, body ? ctype : NULL, body, req_done, q);
         if (r < 0) {
                 free(q);
@@ -238,7 +267,15 @@ static void send_req(struct handler *h, struct pod *p, const char *method, const
         if (h->reqs)
                 h->reqs->prev = q;
         h->reqs = q;
-        h->inflight++;
+        if (gating)
+                h->inflight++;
+        else
+                h->besteffort++;
+}
+
+static void send_req(struct handler *h, struct pod *p, const char *method, const char *path, const char *body,
+                     const char *ctype, void (*fn)(struct handler *, struct pod *, const struct k8s_response *)) {
+        send_any(h, p, true, method, path, body, ctype, fn);
 }
 
 /* buf should hold 400 bytes: reason and message are bounded by the client. */
@@ -308,7 +345,7 @@ static void k8s_event(struct handler *h, struct pod *p, const char *type, const 
         if (!body)
                 return;
         snprintf(path, sizeof path, "/api/v1/namespaces/%s/events", ns);
-        send_req(h, NULL, "POST", path, body, "application/json", event_posted);
+        send_any(h, NULL, false, "POST", path, body, "application/json", event_posted);
 }
 
 /* ---- node ---- */
@@ -341,14 +378,16 @@ static cJSON *node_parse(struct handler *h, const struct k8s_response *r) {
 static void patch_annotations(struct handler *h, const char *phase,
                               void (*fn)(struct handler *, struct pod *, const struct k8s_response *));
 static void begin_list(struct handler *h);
-static void begin_undo_read(struct handler *h);
-static void advance(struct handler *h);
+static void enter_done(struct handler *h);
+static void enter_idle(struct handler *h);
+static void set_evict_by(struct handler *h);
 
 static void fence_written(struct handler *h, struct pod *p, const struct k8s_response *r) {
         struct log_ctx c;
         ctx(h, NULL, &c);
         if (!r->err && r->status == 200) {
                 h->tl.fenced = now_realtime();
+                snprintf(h->fence_id, sizeof h->fence_id, "%s", h->ev.id);
                 log_full(LOG_NOTICE, MSG_FENCED, &c, "Node %s cordoned and tainted %s=%s:NoSchedule", h->cfg->node_name,
                          TAINT_KEY, event_kind_to_string(h->ev.kind));
                 k8s_event(h, NULL, "Warning", "SpotdFenced", "%s %s: node cordoned and tainted by spotd",
@@ -359,7 +398,7 @@ static void fence_written(struct handler *h, struct pod *p, const struct k8s_res
         }
         if (!r->err && r->status == 409 && ++h->attempts < FENCE_ATTEMPTS) {
                 /* Another writer changed the node: read it again and retry. */
-                h->phase = PH_FENCE_READ;
+                h->state = H_FENCING;
                 h->due = now_monotonic() + backoff_delay(10 * USEC_PER_MSEC, 200 * USEC_PER_MSEC, h->attempts);
                 return;
         }
@@ -371,7 +410,7 @@ static void fence_written(struct handler *h, struct pod *p, const struct k8s_res
                 if (!h->fence_warned) /* once per event, not per retry */
                         log_full(LOG_ERR, MSG_K8S_ERROR, &c, "Cannot fence node %s (%s); retrying", h->cfg->node_name, why);
                 h->fence_warned = true;
-                h->phase = PH_FENCE_READ;
+                h->state = H_FENCING;
                 h->due = now_monotonic() + backoff_delay(RETRY_BASE, 2 * USEC_PER_SEC, h->attempts);
                 return;
         }
@@ -437,7 +476,7 @@ static char *fence_patch(struct handler *h, const cJSON *node) {
 }
 
 static void fence_read(struct handler *h, struct pod *p, const struct k8s_response *r) {
-        if (h->phase != PH_FENCE_READ)
+        if (h->state != H_FENCING)
                 return;
         _cleanup_(cJSON_Deletep) cJSON *node = r->err || r->status != 200 ? NULL : node_parse(h, r);
         if (!node) {
@@ -455,8 +494,8 @@ static void fence_read(struct handler *h, struct pod *p, const struct k8s_respon
                 struct log_ctx c;
                 ctx(h, NULL, &c);
                 log_full(LOG_INFO, MSG_FENCED, &c, "Event %s was handled before this agent started; nothing to do", h->ev.id);
-                h->phase = PH_DONE;
                 publish(h, "done");
+                enter_done(h);
                 return;
         }
         _cleanup_free_ char *patch = fence_patch(h, node);
@@ -467,7 +506,7 @@ static void fence_read(struct handler *h, struct pod *p, const struct k8s_respon
         }
         char path[320];
         node_path(h, path, sizeof path);
-        h->phase = PH_FENCE_WRITE;
+        h->state = H_FENCING;
         send_req(h, NULL, "PATCH", path, patch, "application/merge-patch+json", fence_written);
 }
 
@@ -486,7 +525,7 @@ static void patch_annotations(struct handler *h, const char *phase,
         char path[320], body[256];
         node_path(h, path, sizeof path);
         snprintf(body, sizeof body, "{\"metadata\":{\"annotations\":{\"" ANN_PHASE "\":\"%s\"}}}", phase);
-        send_req(h, NULL, "PATCH", path, body, "application/merge-patch+json", fn ? fn : phase_written);
+        send_any(h, NULL, !!fn, "PATCH", path, body, "application/merge-patch+json", fn ? fn : phase_written);
 }
 
 /* ---- pods ---- */
@@ -523,14 +562,14 @@ static void pods_listed(struct handler *h, struct pod *unused, const struct k8s_
                         if (!h->attempts++)
                                 log_full(LOG_ERR, MSG_K8S_ERROR, &c, "Cannot list the pods of node %s: %s; retrying",
                                          h->cfg->node_name, why);
-                        h->phase = PH_LIST;
+                        h->state = H_LISTING;
                         h->due = now_monotonic() + backoff_delay(RETRY_BASE, RETRY_CAP, h->attempts);
                         return;
                 }
                 log_full(LOG_ERR, MSG_K8S_ERROR, &c, "Cannot list the pods of node %s: %s; giving up",
                          h->cfg->node_name, why);
-                h->phase = PH_DONE;
                 publish(h, "failed");
+                enter_done(h);
                 return;
         }
         h->tl.list = now_realtime();
@@ -577,21 +616,11 @@ static void pods_listed(struct handler *h, struct pod *unused, const struct k8s_
         }
         log_full(LOG_INFO, MSG_EVICTING, &c, "Found %zu TaskManager pods on node %s (%zu already terminating, %zu skipped)",
                  h->npods, h->cfg->node_name, terminating, skipped);
+        set_state(h, H_EVICTING);
         if (h->rs) {
-                /* The Flink steps get until the last moment the evictions can
-                 * still finish: the margin minus the longest grace period. */
-                unsigned max_grace = 0;
-                for (size_t i = 0; i < h->npods; i++)
-                        if (h->pods[i].grace > max_grace)
-                                max_grace = h->pods[i].grace;
-                usec_t now = now_monotonic(), by = now + h->cfg->checkpoint_timeout;
-                usec_t latest = h->margin_at > (usec_t) max_grace * USEC_PER_SEC ? h->margin_at - (usec_t) max_grace * USEC_PER_SEC : 0;
-                if (latest < by)
-                        by = latest > now ? latest : now;
-                rescale_set_evict_by(h->rs, by);
+                set_evict_by(h);
                 rescale_start(h->rs);
         }
-        h->phase = PH_EVICT;
         h->attempts = 0;
         if (h->npods - terminating > 0) {
                 patch_annotations(h, "evicting", NULL);
@@ -599,6 +628,20 @@ static void pods_listed(struct handler *h, struct pod *unused, const struct k8s_
                           h->npods - terminating, h->ev.id);
         }
         publish(h, "evicting");
+}
+
+/* The Flink steps get until the last moment the evictions can still
+ * finish: the margin minus the longest grace period. */
+static void set_evict_by(struct handler *h) {
+        unsigned max_grace = 0;
+        for (size_t i = 0; i < h->npods; i++)
+                if (h->pods[i].grace > max_grace)
+                        max_grace = h->pods[i].grace;
+        usec_t now = now_monotonic(), by = now + h->cfg->checkpoint_timeout;
+        usec_t latest = h->margin_at > (usec_t) max_grace * USEC_PER_SEC ? h->margin_at - (usec_t) max_grace * USEC_PER_SEC : 0;
+        if (latest < by)
+                by = latest > now ? latest : now;
+        rescale_set_evict_by(h->rs, by);
 }
 
 static void pod_path(const struct pod *p, const char *sub, char *buf, size_t len) {
@@ -765,20 +808,20 @@ static void gone_checked(struct handler *h, struct pod *p, const struct k8s_resp
 }
 
 static void send_list(struct handler *h) {
-        char path[1200], f[400], l[700], sel[320];
+        char path[1200], f[CONFIG_FIELD_SELECTOR_ESCAPED_MAX], l[CONFIG_TM_SELECTOR_ESCAPED_MAX], sel[320];
         snprintf(sel, sizeof sel, "spec.nodeName=%s", h->cfg->node_name);
         if (k8s_escape(sel, f, sizeof f) < 0 || k8s_escape(h->cfg->tm_selector, l, sizeof l) < 0) {
                 log_error("TaskManager selector too long to send");
-                h->phase = PH_DONE;
+                enter_done(h);
                 return;
         }
         snprintf(path, sizeof path, "/api/v1/pods?fieldSelector=%s&labelSelector=%s", f, l);
-        h->phase = PH_LIST;
+        set_state(h, H_LISTING);
         h->due = UINT64_MAX;
         if (!h->k) { /* dry run without an API: nothing to list */
                 log_info("dry run: would list pods: GET %s", path);
-                h->phase = PH_DONE;
                 publish(h, "done");
+                enter_done(h);
                 return;
         }
         send_req(h, NULL, "GET", path, NULL, NULL, pods_listed);
@@ -786,8 +829,8 @@ static void send_list(struct handler *h) {
 
 static void begin_list(struct handler *h) {
         if (h->action != ACTION_HANDLE) {
-                h->phase = PH_DONE;
                 publish(h, "fenced");
+                enter_done(h);
                 return;
         }
         h->attempts = 0; /* the fence's retries are not the list's */
@@ -832,18 +875,19 @@ static void done_written(struct handler *h, struct pod *unused, const struct k8s
         snprintf(h->outcome, sizeof h->outcome, "%zu TaskManager pods gone, %zu not evicted; Flink: %.100s", gone,
                  gave_up + left, flink);
         status_count(h->st, COUNT_EVENTS_HANDLED);
-        signal_webhook(h, "completed");
+        signal_webhook(h, &h->ev, "completed");
         status_handling_seconds(h->st, (double) (h->tl.done - h->tl.seen) / 1e6);
         k8s_event(h, NULL, gave_up || left ? "Warning" : "Normal", "SpotdDone",
                   "%s %s handled: %zu TaskManager pods gone, %zu not evicted", event_kind_to_string(h->ev.kind), h->ev.id,
                   gone, gave_up + left);
         publish(h, "done");
+        enter_done(h);
 }
 
 static void finish(struct handler *h) {
         if (!h->tl.gone) /* at the deadline, with pods still terminating */
                 h->tl.gone = now_realtime();
-        h->phase = PH_DONE;
+        set_state(h, H_FINISHING);
         patch_annotations(h, "done", done_written);
 }
 
@@ -900,13 +944,13 @@ static void undo_written(struct handler *h, struct pod *p, const struct k8s_resp
                          h->undo_id);
                 k8s_event(h, NULL, "Normal", "SpotdUnfenced", "Event %s canceled: spotd's cordon, taint and annotations removed",
                           h->undo_id);
-                h->ann_event[0] = 0;
-                h->phase = PH_IDLE;
+                if (strcmp(h->fence_id, h->undo_id) == 0)
+                        h->fence_id[0] = 0;
+                enter_idle(h);
                 return;
         }
         if ((!r->err && r->status == 409) || retryable(r)) {
                 if (++h->attempts < FENCE_ATTEMPTS) {
-                        h->phase = PH_UNDO_READ;
                         h->due = now_monotonic() + backoff_delay(10 * USEC_PER_MSEC, RETRY_CAP, h->attempts);
                         return;
                 }
@@ -914,7 +958,7 @@ static void undo_written(struct handler *h, struct pod *p, const struct k8s_resp
         char why[400];
         describe(r, why, sizeof why);
         log_full(LOG_ERR, MSG_K8S_ERROR, NULL, "Cannot remove spotd's fence from node %s: %s", h->cfg->node_name, why);
-        h->phase = PH_IDLE;
+        enter_idle(h);
 }
 
 static void undo_read(struct handler *h, struct pod *p, const struct k8s_response *r) {
@@ -927,7 +971,9 @@ static void undo_read(struct handler *h, struct pod *p, const struct k8s_respons
         if (!ev || strcmp(ev, h->undo_id) != 0) {
                 /* Not our fence (or another event's since): leave it. */
                 log_info("Event %s canceled; node %s carries no fence of it", h->undo_id, h->cfg->node_name);
-                h->phase = PH_IDLE;
+                if (strcmp(h->fence_id, h->undo_id) == 0)
+                        h->fence_id[0] = 0;
+                enter_idle(h);
                 return;
         }
         _cleanup_(cJSON_Deletep) cJSON *patch = cJSON_CreateObject();
@@ -950,80 +996,173 @@ static void undo_read(struct handler *h, struct pod *p, const struct k8s_respons
         _cleanup_free_ char *body = cJSON_PrintUnformatted(patch);
         char path[320];
         node_path(h, path, sizeof path);
-        h->phase = PH_UNDO_WRITE;
         send_req(h, NULL, "PATCH", path, body, "application/merge-patch+json", undo_written);
-}
-
-static void begin_undo_read(struct handler *h) {
-        char path[320];
-        node_path(h, path, sizeof path);
-        h->phase = PH_UNDO_READ;
-        h->due = UINT64_MAX;
-        if (!h->k) {
-                log_info("dry run: would remove spotd's cordon, taint and annotations of %s from node %s", h->undo_id,
-                         h->cfg->node_name);
-                h->phase = PH_IDLE;
-                return;
-        }
-        send_req(h, NULL, "GET", path, NULL, NULL, undo_read);
 }
 
 /* ---- the driver ---- */
 
-static void begin_event(struct handler *h, const struct event *e, enum event_action action) {
-        struct log_ctx c;
-        usec_t now = now_monotonic();
-        time_t wall = time(NULL);
-
-        h->active = true;
-        h->rs = rescale_free(h->rs);
-        h->ev = *e;
-        h->action = action;
-        h->attempts = 0;
-        h->fence_warned = false;
-        h->npods = 0;
-        h->tl = (struct timeline) { .seen = now_realtime() };
-        /* Deadlines on the monotonic clock: wall-clock jumps cannot stretch them. */
-        time_t left = e->deadline ? e->deadline - wall : 120;
+/* Deadline and margin on the monotonic clock (wall-clock jumps cannot
+ * stretch them), from the earliest deadline of the events this handling
+ * serves. */
+static void set_times(struct handler *h) {
+        time_t dl = h->ev.deadline, wall = time(NULL);
+        if (h->merged_deadline && (!dl || h->merged_deadline < dl))
+                dl = h->merged_deadline;
+        time_t left = dl ? dl - wall : 120;
         if (left < 0)
                 left = 0;
+        usec_t now = now_monotonic(), margin = h->cfg->eviction_margin;
         h->deadline_at = now + (usec_t) left * USEC_PER_SEC;
-        usec_t margin = h->cfg->eviction_margin;
         h->margin_at = h->deadline_at > now + margin ? h->deadline_at - margin : now;
-        ctx(h, NULL, &c);
-        if (!h->k && !h->cfg->dry_run) {
-                log_full(LOG_ERR, MSG_K8S_ERROR, &c, "No Kubernetes API configured; cannot handle %s", e->id);
-                h->phase = PH_DONE;
+        if (h->rs && h->state == H_EVICTING)
+                set_evict_by(h);
+}
+
+/* The rescale of an abandoned event may have lowered bounds: it gives them
+ * back on its own (rescale_abort) and is freed once its answers are in. */
+static void retire_rescale(struct handler *h) {
+        if (!h->rs)
+                return;
+        if (!rescale_busy(h->rs) && rescale_done(h->rs)) {
+                h->rs = rescale_free(h->rs);
                 return;
         }
+        rescale_abort(h->rs);
+        struct rescale **n = reallocarray(h->retired, h->nretired + 1, sizeof *n);
+        if (!n) {
+                /* Its requests still point at it: leaking it is the safe choice. */
+                log_error("Out of memory retiring the Flink side of %s", h->ev.id);
+                h->rs = NULL;
+                return;
+        }
+        h->retired = n;
+        h->retired[h->nretired++] = h->rs;
+        h->rs = NULL;
+}
+
+/* Drops every answer still due to the current event's steps. */
+static void abandon(struct handler *h) {
+        h->gen++;
+        h->due = UINT64_MAX;
+        retire_rescale(h);
+}
+
+static void announce(struct handler *h, const struct event *e) {
+        long left = e->deadline ? (long) (e->deadline - time(NULL)) : 120;
         k8s_event(h, NULL, "Warning", "SpotdNotice", "%s %s (%s), deadline in %lds", event_kind_to_string(e->kind), e->id,
-                  e->detail, (long) left);
-        signal_webhook(h, "notice");
-        if (h->k && action == ACTION_HANDLE && rescale_new(h->cfg, h->k, h->st, e->id, h->margin_at, &h->rs) < 0)
-                h->rs = NULL; /* out of memory: plain evictions */
-        h->phase = PH_FENCE_READ;
-        h->due = now;
+                  e->detail, left < 0 ? 0 : left);
+        signal_webhook(h, e, "notice");
+}
+
+static void enter_fencing(struct handler *h) {
+        set_state(h, H_FENCING);
+        h->attempts = 0;
+        h->due = now_monotonic(); /* the GET goes out once older writes have settled */
         if (!h->k) {
                 log_info("dry run: would read node %s and cordon, taint and annotate it", h->cfg->node_name);
                 begin_list(h);
         }
 }
 
-static void advance(struct handler *h) {
-        /* The next step reuses the pod table and frees the rescale: never
-         * while a request of theirs can still call back. */
-        if (h->inflight || rescale_busy(h->rs))
-                return;
-        if (h->undo_queued && (h->phase == PH_IDLE || h->phase == PH_DONE)) {
-                h->undo_queued = false;
-                h->attempts = 0;
-                begin_undo_read(h);
+static void start_event(struct handler *h, const struct event *e, enum event_action action, bool announced) {
+        struct log_ctx c;
+
+        abandon(h); /* whatever ran before: its answers are not this event's */
+        h->ev = *e;
+        h->action = action;
+        h->merged_deadline = 0;
+        h->attempts = 0;
+        h->fence_warned = false;
+        h->npods = 0;
+        h->outcome[0] = 0;
+        h->tl = (struct timeline) { .seen = now_realtime() };
+        set_state(h, H_FENCING);
+        set_times(h);
+        ctx(h, NULL, &c);
+        if (!h->k && !h->cfg->dry_run) {
+                log_full(LOG_ERR, MSG_K8S_ERROR, &c, "No Kubernetes API configured; cannot handle %s", e->id);
+                enter_done(h);
                 return;
         }
-        if (h->queued && (h->phase == PH_IDLE || h->phase == PH_DONE)) {
-                h->queued = false;
-                begin_event(h, &h->queued_ev, h->queued_action);
+        if (!announced)
+                announce(h, e);
+        if (h->k && action == ACTION_HANDLE && rescale_new(h->cfg, h->k, h->st, e->id, h->margin_at, &h->rs) < 0)
+                h->rs = NULL; /* out of memory: plain evictions */
+        enter_fencing(h);
+}
+
+static int action_rank(enum event_action a) {
+        return a == ACTION_HANDLE ? 2 : a == ACTION_CORDON ? 1 : 0;
+}
+
+/* The next queued event: the strongest action, then the earliest deadline.
+ * Events weaker than min_rank are dropped: the fence in place covers them. */
+static void start_next(struct handler *h, int min_rank) {
+        size_t best = SIZE_MAX;
+        for (size_t i = 0; i < h->nqueue;) {
+                if (action_rank(h->queue[i].action) < min_rank) {
+                        log_debug("%s needs no handling of its own after %s", h->queue[i].ev.id, h->ev.id);
+                        h->queue[i] = h->queue[--h->nqueue];
+                        continue;
+                }
+                i++;
         }
+        for (size_t i = 0; i < h->nqueue; i++) {
+                const struct queued *q = &h->queue[i], *b = best == SIZE_MAX ? NULL : &h->queue[best];
+                if (!b || action_rank(q->action) > action_rank(b->action) ||
+                    (q->action == b->action && q->ev.deadline && (!b->ev.deadline || q->ev.deadline < b->ev.deadline)))
+                        best = i;
+        }
+        if (best == SIZE_MAX)
+                return;
+        struct queued q = h->queue[best];
+        memmove(&h->queue[best], &h->queue[best + 1], (h->nqueue - best - 1) * sizeof q);
+        h->nqueue--;
+        start_event(h, &q.ev, q.action, true);
+}
+
+static void enter_idle(struct handler *h) {
+        set_state(h, H_IDLE);
+        start_next(h, 0);
+}
+
+static void enter_done(struct handler *h) {
+        set_state(h, H_DONE);
+        start_next(h, action_rank(h->action));
+}
+
+static void enter_undoing(struct handler *h, const char *id) {
+        snprintf(h->undo_id, sizeof h->undo_id, "%s", id);
+        set_state(h, H_UNDOING);
+        h->attempts = 0;
+        h->due = now_monotonic(); /* the read waits for older writes: a fence PATCH must not land after the undo */
+        if (!h->k) {
+                log_info("dry run: would remove spotd's cordon, taint and annotations of %s from node %s", id,
+                         h->cfg->node_name);
+                enter_idle(h);
+        }
+}
+
+static struct queued *queue_find(struct handler *h, const char *id) {
+        for (size_t i = 0; i < h->nqueue; i++)
+                if (strcmp(h->queue[i].ev.id, id) == 0)
+                        return &h->queue[i];
+        return NULL;
+}
+
+static bool queue_push(struct handler *h, const struct event *e, enum event_action action) {
+        if (h->nqueue >= QUEUE_MAX) {
+                log_warning("%zu events already wait their turn; %s is not handled", h->nqueue, e->id);
+                return false;
+        }
+        h->queue[h->nqueue++] = (struct queued) { *e, action };
+        return true;
+}
+
+static void enqueue(struct handler *h, const struct event *e, enum event_action action) {
+        announce(h, e);
+        if (queue_push(h, e, action))
+                log_full(LOG_INFO, MSG_PLAN, NULL, "Event %s waits until %s is handled", e->id, h->ev.id);
 }
 
 void handler_tick(struct handler *h) {
@@ -1031,86 +1170,191 @@ void handler_tick(struct handler *h) {
         char path[320];
 
         webhook_tick(h->wh);
-        advance(h);
-        switch (h->phase) {
-        case PH_FENCE_READ:
-                if (now >= h->due && !h->inflight) {
+        for (size_t i = 0; i < h->nretired;) {
+                rescale_tick(h->retired[i]);
+                if (!rescale_busy(h->retired[i]) && rescale_done(h->retired[i])) {
+                        rescale_free(h->retired[i]);
+                        h->retired[i] = h->retired[--h->nretired];
+                } else
+                        i++;
+        }
+        /* A step's request goes out when it is due and no older write of
+         * the node is still on its way. */
+        bool send = h->due != UINT64_MAX && now >= h->due && !h->inflight;
+        switch (h->state) {
+        case H_FENCING:
+                if (send) {
                         h->due = UINT64_MAX;
                         node_path(h, path, sizeof path);
                         send_req(h, NULL, "GET", path, NULL, NULL, fence_read);
                 }
                 break;
-        case PH_LIST:
-                if (now >= h->due && !h->inflight) {
+        case H_LISTING:
+                if (send) {
                         h->due = UINT64_MAX;
                         send_list(h);
                 }
                 break;
-        case PH_EVICT:
+        case H_EVICTING:
                 evict_tick(h);
                 break;
-        case PH_UNDO_READ:
-                if (now >= h->due && !h->inflight)
-                        begin_undo_read(h);
+        case H_UNDOING:
+                if (send) {
+                        h->due = UINT64_MAX;
+                        node_path(h, path, sizeof path);
+                        send_req(h, NULL, "GET", path, NULL, NULL, undo_read);
+                }
                 break;
-        default:
+        case H_IDLE:
+        case H_FINISHING:
+        case H_DONE:
+        case _H_MAX:
                 break;
         }
 }
 
 bool handler_busy(const struct handler *h) {
-        return h->inflight || h->queued || h->undo_queued || (h->phase != PH_IDLE && h->phase != PH_DONE);
+        return h->inflight || h->nqueue || h->nretired || (h->state != H_IDLE && h->state != H_DONE);
 }
 
 usec_t handler_next_wakeup(const struct handler *h) {
         usec_t next = webhook_next_wakeup(h->wh);
 #define EARLIER(t) do { usec_t _t = (t); if (_t < next) next = _t; } while (0)
-        if (h->phase == PH_FENCE_READ || h->phase == PH_LIST || h->phase == PH_UNDO_READ)
-                EARLIER(h->due);
-        else if (h->phase == PH_EVICT) {
+        for (size_t i = 0; i < h->nretired; i++)
+                EARLIER(rescale_next_wakeup(h->retired[i]));
+        switch (h->state) {
+        case H_FENCING:
+        case H_LISTING:
+        case H_UNDOING:
+                if (!h->inflight) /* else an answer wakes the loop */
+                        EARLIER(h->due);
+                break;
+        case H_EVICTING:
                 EARLIER(h->deadline_at);
                 if (h->rs)
                         EARLIER(rescale_next_wakeup(h->rs));
                 for (size_t i = 0; i < h->npods; i++) {
                         const struct pod *p = &h->pods[i];
+                        /* A pod held at the Flink gate waits for the rescale's
+                         * own wakeups, not its stale due time. */
+                        if (p->st == P_PENDING && h->rs && !p->final_block && !rescale_may_evict(h->rs, p->cluster))
+                                continue;
                         if (p->st == P_PENDING || p->st == P_DELETE || (p->st == P_ACCEPTED && !p->checking))
                                 EARLIER(p->due);
                 }
+                break;
+        case H_IDLE:
+        case H_FINISHING:
+        case H_DONE:
+        case _H_MAX:
+                break;
         }
 #undef EARLIER
         return next;
 }
 
 void handler_event(struct handler *h, const struct event *e, enum event_action action) {
+        struct queued *q;
         if (action == ACTION_IGNORE)
                 return;
-        if (h->active && strcmp(h->ev.id, e->id) == 0) {
-                h->ev.deadline = e->deadline; /* the notice time may move */
+        if ((q = queue_find(h, e->id))) {
+                q->ev.deadline = e->deadline;
                 return;
         }
-        /* A stronger event replaces a weaker one (a spot notice after a
-         * rebalance cordon); an equal one waits its turn. */
-        if (h->active && h->phase != PH_DONE && h->phase != PH_IDLE && !(h->action == ACTION_CORDON && action == ACTION_HANDLE))
-                return;
-        h->queued = true;
-        h->queued_ev = *e;
-        h->queued_action = action;
-        advance(h);
-        handler_tick(h);
+        bool current = h->state != H_IDLE && h->state != H_UNDOING && strcmp(h->ev.id, e->id) == 0;
+        switch (h->state) {
+        case H_IDLE:
+                start_event(h, e, action, false);
+                break;
+        case H_DONE:
+                if (current) {
+                        h->ev.deadline = e->deadline; /* handled already */
+                        break;
+                }
+                start_event(h, e, action, false);
+                break;
+        case H_UNDOING:
+                enqueue(h, e, action);
+                break;
+        case H_FENCING:
+        case H_LISTING:
+        case H_EVICTING:
+        case H_FINISHING:
+                if (current) {
+                        /* The notice time may move until final; maintenance may be rescheduled. */
+                        if (e->deadline != h->ev.deadline) {
+                                h->ev.deadline = e->deadline;
+                                set_times(h);
+                        }
+                        break;
+                }
+                if (action_rank(action) > action_rank(h->action)) {
+                        /* A stronger event replaces a weaker one (a spot notice
+                         * after a rebalance cordon): its fence overwrites, and
+                         * the weaker one comes back should it be canceled. */
+                        struct event weaker = h->ev;
+                        enum event_action wa = h->action;
+                        start_event(h, e, action, false);
+                        queue_push(h, &weaker, wa);
+                        break;
+                }
+                /* An equal one waits its turn, but its deadline binds now:
+                 * the running drain must be over by the earlier one. */
+                enqueue(h, e, action);
+                if (action == ACTION_HANDLE && e->deadline &&
+                    (!h->merged_deadline || e->deadline < h->merged_deadline) &&
+                    (!h->ev.deadline || e->deadline < h->ev.deadline)) {
+                        char dl[32];
+                        h->merged_deadline = e->deadline;
+                        set_times(h);
+                        format_rfc3339(e->deadline, dl, sizeof dl);
+                        struct log_ctx c;
+                        ctx(h, NULL, &c);
+                        log_full(LOG_NOTICE, MSG_PLAN, &c, "Event %s moves the deadline of the handling of %s to %s", e->id,
+                                 h->ev.id, dl);
+                }
+                break;
+        case _H_MAX:
+                break;
+        }
 }
 
 void handler_cancel(struct handler *h, const struct event *e) {
-        if (!h->ann_event[0] && (!h->active || strcmp(h->ev.id, e->id) != 0))
+        struct queued *q = queue_find(h, e->id);
+        struct log_ctx c;
+        if (q) {
+                log_info("Event %s was canceled before its turn; it is not handled", e->id);
+                memmove(q, q + 1, (size_t) (&h->queue[h->nqueue] - (q + 1)) * sizeof *q);
+                h->nqueue--;
                 return;
-        snprintf(h->undo_id, sizeof h->undo_id, "%s", e->id);
-        if (h->active && strcmp(h->ev.id, e->id) == 0)
-                h->active = false;
-        h->undo_queued = true;
-        if (h->phase != PH_IDLE && h->phase != PH_DONE && h->phase != PH_EVICT)
-                return; /* after the current step */
-        if (h->phase == PH_EVICT)
-                h->phase = PH_DONE; /* the instance stays: stop evicting */
-        advance(h);
+        }
+        bool current = strcmp(h->ev.id, e->id) == 0;
+        switch (h->state) {
+        case H_FENCING:
+        case H_LISTING:
+        case H_EVICTING:
+        case H_FINISHING:
+                /* Only this event's own cancel stops it: an unrelated
+                 * maintenance entry never ends a drain. */
+                if (!current)
+                        break;
+                ctx(h, NULL, &c);
+                log_full(LOG_NOTICE, MSG_UNFENCED, &c, "Event %s was canceled while %s: stopping and removing its fence", e->id,
+                         state_name(h->state));
+                abandon(h);
+                publish(h, "canceled");
+                enter_undoing(h, e->id);
+                break;
+        case H_IDLE:
+        case H_DONE:
+                /* The fence on the node is this event's (from this run or an earlier one). */
+                if (strcmp(h->fence_id, e->id) == 0 || (h->state == H_DONE && current))
+                        enter_undoing(h, e->id);
+                break;
+        case H_UNDOING:
+        case _H_MAX:
+                break;
+        }
 }
 
 static void start_read(struct handler *h, struct pod *p, const struct k8s_response *r) {
@@ -1132,14 +1376,17 @@ static void start_read(struct handler *h, struct pod *p, const struct k8s_respon
                 log_full(LOG_NOTICE, MSG_K8S_ERROR, NULL, "Read node %s from the Kubernetes API", h->cfg->node_name);
         h->start_failed = false;
         const char *ev = ann_get(node, ANN_EVENT_ID), *ph = ann_get(node, ANN_PHASE), *at = ann_get(node, ANN_FENCED_AT);
-        if (ev && strlen(ev) < sizeof h->ann_event) {
-                strcpy(h->ann_event, ev);
+        if (ev && strlen(ev) < sizeof h->fence_id) {
+                log_full(LOG_INFO, MSG_FENCED, &(struct log_ctx) { .event_id = ev, .phase = ph },
+                         "Node %s carries spotd's fence for %s (phase %s) from an earlier run", h->cfg->node_name, ev,
+                         ph ? ph : "");
+                /* Once an event is being handled, its own fence is what counts. */
+                if (h->state != H_IDLE)
+                        return;
+                strcpy(h->fence_id, ev);
                 snprintf(h->ann_phase, sizeof h->ann_phase, "%s", ph ? ph : "");
                 if (!at || parse_rfc3339(at, &h->ann_fenced_at) < 0)
                         h->ann_fenced_at = 0;
-                log_full(LOG_INFO, MSG_FENCED, &(struct log_ctx) { .event_id = ev, .phase = h->ann_phase },
-                         "Node %s carries spotd's fence for %s (phase %s) from an earlier run", h->cfg->node_name, ev,
-                         h->ann_phase);
         }
 }
 
@@ -1149,7 +1396,7 @@ void handler_start(struct handler *h) {
                 return;
         h->started = true;
         node_path(h, path, sizeof path);
-        send_req(h, NULL, "GET", path, NULL, NULL, start_read);
+        send_any(h, NULL, false, "GET", path, NULL, NULL, start_read); /* no step waits for it */
 }
 
 static time_t boot_time(void) {
@@ -1166,20 +1413,19 @@ static time_t boot_time(void) {
 void handler_round(struct handler *h, const char *const *ids, size_t n) {
         if (!h->started && h->start_failed && now_monotonic() >= h->start_retry_at)
                 handler_start(h);
-        if (!h->ann_event[0] || h->ann_checked)
+        if (!h->fence_id[0] || h->ann_checked)
                 return;
         h->ann_checked = true;
         for (size_t i = 0; i < n; i++)
-                if (strcmp(ids[i], h->ann_event) == 0)
+                if (strcmp(ids[i], h->fence_id) == 0)
                         return; /* still served: handler_event() resumes it */
         /* The fence outlived its notice. After a stop/hibernate or a reboot
-         * the instance booted after the fence: it is back, so undo. */
-        if (h->ann_fenced_at && boot_time() > h->ann_fenced_at) {
-                log_full(LOG_NOTICE, MSG_UNFENCED, &(struct log_ctx) { .event_id = h->ann_event },
-                         "The instance booted after %s fenced node %s; removing the fence", h->ann_event, h->cfg->node_name);
-                snprintf(h->undo_id, sizeof h->undo_id, "%s", h->ann_event);
-                h->undo_queued = true;
-                advance(h);
+         * the instance booted after the fence: it is back, so undo; unless
+         * another event is being handled, whose fence replaces it anyway. */
+        if (h->ann_fenced_at && boot_time() > h->ann_fenced_at && h->state == H_IDLE) {
+                log_full(LOG_NOTICE, MSG_UNFENCED, &(struct log_ctx) { .event_id = h->fence_id },
+                         "The instance booted after %s fenced node %s; removing the fence", h->fence_id, h->cfg->node_name);
+                enter_undoing(h, h->fence_id);
         }
 }
 
@@ -1203,6 +1449,9 @@ struct handler *handler_free(struct handler *h) {
         if (!h)
                 return NULL;
         h->rs = rescale_free(h->rs);
+        for (size_t i = 0; i < h->nretired; i++)
+                rescale_free(h->retired[i]);
+        free(h->retired);
         h->wh = webhook_free(h->wh);
         /* The client was freed first and dropped these without callbacks. */
         while (h->reqs) {

@@ -20,6 +20,9 @@
 #define VERIFY_STEP (500 * USEC_PER_MSEC)
 #define PUT_AFTER_EVICT (500 * USEC_PER_MSEC) /* 1.18-1.20: PUT within a second of the evictions */
 #define PUT_ATTEMPTS 5
+#define RETRY_BASE (200 * USEC_PER_MSEC)
+#define RETRY_CAP (2 * USEC_PER_SEC)
+#define DISCOVER_ATTEMPTS 5
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
 
@@ -34,7 +37,9 @@ struct fjob {
         char trig[64];
         enum ckpt ck;
         bool put_ok, verified, restored;
+        bool put_reread;      /* the retry re-reads first (a 409: someone else changed them) */
         unsigned put_attempts;
+        usec_t put_due;       /* monotonic: a failed PUT is retried then (0: none) */
 };
 
 struct cluster {
@@ -52,6 +57,10 @@ struct cluster {
         size_t njobs;
         unsigned slots_total, leaving;
         bool discover_failed, restore_only, put_sent, gate_open, v2;
+        bool aborted;         /* the event was canceled: give back what was lowered */
+        bool ns_bound;        /* the JobManager is known to be in ns: TaskManagers may match by pod name */
+        bool discover_final;  /* a discovery failure that a retry will not mend */
+        unsigned discover_attempts;
         enum cstate st;
         unsigned inflight;
         usec_t due, first_evicted, verify_until, gate_at;
@@ -83,6 +92,7 @@ struct rescale {
         cJSON *own_node;      /* annotations of an earlier run */
         cJSON *fenced_nodes;  /* NodeList of cordoned nodes */
         bool nodes_listed, nodes_failed, started;
+        bool warned_override; /* an annotation outside --flink-url-allow was logged */
         unsigned inflight;
         struct rq *reqs;
 };
@@ -189,6 +199,20 @@ static void degrade(struct cluster *c, const char *fmt, ...) {
 
 /* ---- discovery ---- */
 
+/* A timeout, a dropped connection, a 5xx or a garbled answer may pass; a
+ * refused connection, an unknown host or a 4xx will not. */
+static bool transient(const struct k8s_response *x) {
+        if (x->err)
+                return x->err == -ETIMEDOUT || x->err == -ECONNRESET || x->err == -EIO;
+        return x->status == 429 || x->status >= 500 || ok(x);
+}
+
+static void discover_failed(struct cluster *c, const struct k8s_response *x) {
+        c->discover_failed = true;
+        if (!transient(x))
+                c->discover_final = true;
+}
+
 static void got_overview(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
         struct flink_overview o;
         char w[256];
@@ -196,7 +220,7 @@ static void got_overview(struct cluster *c, struct fjob *j, const struct k8s_res
                 why_of(x, w, sizeof w);
                 snprintf(c->why, sizeof c->why, "JobManager %.120s unreachable or answered badly (%.150s)", c->url,
                          ok(x) ? "unparsable /overview" : w);
-                c->discover_failed = true;
+                discover_failed(c, x);
                 return;
         }
         c->slots_total = o.slots_total;
@@ -206,7 +230,7 @@ static void got_config(struct cluster *c, struct fjob *j, const struct k8s_respo
         if (!ok(x) || flink_parse_scheduler(x->body, x->len, c->scheduler, sizeof c->scheduler) < 0) {
                 if (!c->discover_failed)
                         snprintf(c->why, sizeof c->why, "cannot read jobmanager/config");
-                c->discover_failed = true;
+                discover_failed(c, x);
         }
 }
 
@@ -216,7 +240,7 @@ static void got_tms(struct cluster *c, struct fjob *j, const struct k8s_response
         if (!c->tms || !ok(x) || flink_parse_taskmanagers(x->body, x->len, c->tms, FLINK_MAX_TMS, &c->ntms) < 0) {
                 if (!c->discover_failed)
                         snprintf(c->why, sizeof c->why, "cannot read the TaskManagers");
-                c->discover_failed = true;
+                discover_failed(c, x);
         }
 }
 
@@ -224,18 +248,18 @@ static void got_jobs(struct cluster *c, struct fjob *j, const struct k8s_respons
         if (!ok(x) || flink_parse_jobs_overview(x->body, x->len, c->refs, FLINK_MAX_JOBS, &c->nrefs) < 0) {
                 if (!c->discover_failed)
                         snprintf(c->why, sizeof c->why, "cannot read the jobs");
-                c->discover_failed = true;
+                discover_failed(c, x);
         }
 }
 
 static void got_job(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
         if (!ok(x) || flink_parse_job(x->body, x->len, j->job) < 0)
-                c->discover_failed = true, snprintf(c->why, sizeof c->why, "cannot read job details");
+                discover_failed(c, x), snprintf(c->why, sizeof c->why, "cannot read job details");
 }
 
 static void got_requirements(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
         if (!ok(x) || flink_parse_requirements(x->body, x->len, j->cur, FLINK_MAX_VERTICES, &j->ncur) < 0)
-                c->discover_failed = true, snprintf(c->why, sizeof c->why, "cannot read resource requirements");
+                discover_failed(c, x), snprintf(c->why, sizeof c->why, "cannot read resource requirements");
 }
 
 static void got_checkpoints(struct cluster *c, struct fjob *j, const struct k8s_response *x) {
@@ -246,16 +270,45 @@ static void got_checkpoints(struct cluster *c, struct fjob *j, const struct k8s_
 
 static void discover(struct cluster *c) {
         c->st = C_DISCOVER;
+        c->due = UINT64_MAX;
+        c->discover_failed = false;
         fget(c, NULL, "/overview", got_overview);
         fget(c, NULL, "/jobmanager/config", got_config);
         fget(c, NULL, "/taskmanagers", got_tms);
         fget(c, NULL, "/jobs/overview", got_jobs);
 }
 
+static void forget_jobs(struct cluster *c) {
+        for (size_t k = 0; k < c->njobs; k++) {
+                free(c->jobs[k].job);
+                c->jobs[k] = (struct fjob) {};
+        }
+        c->njobs = 0;
+}
+
+/* A JobManager that answered badly or late is asked again, from the
+ * start, while the gate time allows: a slow answer under load must not
+ * cost the job its rescale. */
+static bool rediscover(struct cluster *c) {
+        usec_t now = now_monotonic(), wait = backoff_delay(RETRY_BASE, RETRY_CAP, c->discover_attempts);
+        if (c->aborted || c->discover_final || ++c->discover_attempts >= DISCOVER_ATTEMPTS || now + wait >= c->r->evict_by)
+                return false;
+        if (c->discover_attempts == 1) {
+                struct log_ctx lc;
+                lctx(c, NULL, &lc);
+                log_full(LOG_WARNING, MSG_RESCALE, &lc, "Flink cluster %s/%s: %s; retrying", c->ns, c->app, c->why);
+        }
+        forget_jobs(c);
+        c->discover_failed = false;
+        c->st = C_DISCOVER;
+        c->due = now + wait;
+        return true;
+}
+
 static void read_jobs(struct cluster *c) {
         char path[200];
         c->st = C_JOBS;
-        c->njobs = 0;
+        forget_jobs(c);
         for (size_t i = 0; i < c->nrefs; i++) {
                 /* Every job that holds or will hold slots, a restarting one too
                  * (an earlier run of spotd may have just rescaled it). */
@@ -268,7 +321,7 @@ static void read_jobs(struct cluster *c) {
                 struct fjob *j = &c->jobs[c->njobs++];
                 j->job = calloc(1, sizeof *j->job);
                 if (!j->job) {
-                        c->discover_failed = true;
+                        c->discover_failed = c->discover_final = true;
                         return;
                 }
                 snprintf(j->job->jid, sizeof j->job->jid, "%s", c->refs[i].jid);
@@ -295,9 +348,12 @@ static bool node_fenced(const struct rescale *r, const char *node) {
         return false;
 }
 
+/* A TaskManager's resource id is its pod's name, which says nothing of the
+ * namespace: it identifies a pod of c->ns only when the JobManager is known
+ * to be in c->ns. The IP identifies the pod anywhere. */
 static bool tm_leaving(const struct cluster *c, const struct flink_tm *t) {
         for (size_t i = 0; i < c->npods; i++)
-                if (strcmp(t->id, c->pods[i].name) == 0 || (t->ip[0] && strcmp(t->ip, c->pods[i].ip) == 0))
+                if ((c->ns_bound && strcmp(t->id, c->pods[i].name) == 0) || (t->ip[0] && strcmp(t->ip, c->pods[i].ip) == 0))
                         return true;
         return false;
 }
@@ -366,6 +422,8 @@ static void plan_and_record(struct cluster *c) {
         struct log_ctx lc;
         char w[256];
 
+        if (c->aborted)
+                return; /* cluster_abort() ends it */
         c->leaving = 0;
         for (size_t i = 0; i < c->ntms; i++)
                 if (tm_leaving(c, &c->tms[i]))
@@ -508,6 +566,11 @@ static void start_checkpoints(struct cluster *c) {
 }
 
 static void recorded(struct cluster *c, struct fjob *unused, const struct k8s_response *x) {
+        if (c->aborted) {
+                if (!ok(x))
+                        c->st = C_DONE; /* nothing recorded, nothing lowered */
+                return;                 /* else cluster_abort() clears the record */
+        }
         if (!ok(x)) {
                 char w[256];
                 why_of(x, w, sizeof w);
@@ -565,14 +628,40 @@ static void put_answered(struct cluster *c, struct fjob *j, const struct k8s_res
                 log_full(LOG_NOTICE, MSG_RESCALE, &lc, "Lowered the bounds of job %s (Flink %u.%u)", j->job->jid, c->major, c->minor);
                 return;
         }
-        if (!x->err && x->status == 409 && j->put_attempts < PUT_ATTEMPTS) {
-                char path[200];
-                snprintf(path, sizeof path, "/jobs/%s/resource-requirements", j->job->jid);
-                fget(c, j, path, reread_for_put);
+        why_of(x, w, sizeof w);
+        /* A 409 (someone else changed the bounds: re-read), a timeout, a
+         * 429 or a 5xx ("could not be persisted ... Please retry") is
+         * retried with backoff; a 400 is final. */
+        bool again = x->err || x->status == 409 || x->status == 429 || x->status >= 500;
+        if (again && !c->aborted && j->put_attempts < PUT_ATTEMPTS) {
+                if (j->put_attempts == 1)
+                        log_full(LOG_WARNING, MSG_RESCALE, &lc, "Cannot lower the bounds of job %s yet: %s; retrying", j->job->jid, w);
+                j->put_reread = !x->err && x->status == 409;
+                j->put_due = now_monotonic() + backoff_delay(RETRY_BASE, RETRY_CAP, j->put_attempts);
                 return;
         }
-        why_of(x, w, sizeof w);
         log_full(LOG_WARNING, MSG_RESCALE, &lc, "Cannot lower the bounds of job %s: %s; Flink's failover takes over", j->job->jid, w);
+}
+
+/* Sends the PUT retries that are due; true while any is still to come. */
+static bool retry_puts(struct cluster *c, usec_t now) {
+        bool pending = false;
+        for (size_t i = 0; i < c->njobs; i++) {
+                struct fjob *j = &c->jobs[i];
+                if (!j->put_due)
+                        continue;
+                pending = true;
+                if (now < j->put_due)
+                        continue;
+                j->put_due = 0;
+                if (j->put_reread) {
+                        char path[200];
+                        snprintf(path, sizeof path, "/jobs/%s/resource-requirements", j->job->jid);
+                        fget(c, j, path, reread_for_put);
+                } else
+                        put_bounds(c, j, j->set, j->nset, put_answered);
+        }
+        return pending;
 }
 
 static void send_puts(struct cluster *c) {
@@ -710,20 +799,64 @@ static void restore(struct cluster *c) {
 
 /* ---- driver ---- */
 
+/* The event was canceled: what each state gives back, once its answers
+ * are in. Nothing is lowered any more; what was is restored. */
+static void cluster_abort(struct cluster *c) {
+        if (c->inflight)
+                return;
+        switch (c->st) {
+        case C_DISCOVER:
+        case C_JOBS:
+        case C_OTHERS:
+                c->st = C_DONE; /* nothing recorded yet */
+                break;
+        case C_RECORD:
+                clear_annotation(c); /* recorded, nothing lowered */
+                break;
+        case C_PREPUT:
+        case C_CHECKPOINT:
+        case C_GATE:
+        case C_VERIFY:
+                for (size_t i = 0; i < c->njobs; i++)
+                        c->jobs[i].put_due = 0;
+                if (c->put_sent)
+                        restore(c);
+                else
+                        clear_annotation(c);
+                break;
+        case C_RESTORE:
+        case C_CLEAR:
+        case C_DONE:
+                break;
+        }
+}
+
 static void cluster_tick(struct cluster *c) {
         usec_t now = now_monotonic();
         char path[200];
+        if (c->aborted && c->st < C_RESTORE) {
+                cluster_abort(c);
+                return;
+        }
         if (c->inflight && c->st != C_CHECKPOINT && c->st != C_VERIFY)
                 return;
         switch (c->st) {
         case C_PREPUT:
+                if (retry_puts(c, now))
+                        break;
                 start_checkpoints(c); /* every PUT answered (inflight is 0) */
                 break;
         case C_DISCOVER:
                 if (c->inflight)
                         return;
+                if (c->due != UINT64_MAX) {
+                        if (now >= c->due)
+                                discover(c);
+                        return;
+                }
                 if (c->discover_failed) {
-                        degrade(c, "%s", c->why);
+                        if (!rediscover(c))
+                                degrade(c, "%s", c->why);
                         return;
                 }
                 if (c->major < 1 || (c->major == 1 && c->minor < 18)) {
@@ -739,19 +872,20 @@ static void cluster_tick(struct cluster *c) {
                 break;
         case C_JOBS: {
                 if (c->discover_failed) {
-                        degrade(c, "%s", c->why);
+                        if (!rediscover(c))
+                                degrade(c, "%s", c->why);
                         return;
                 }
                 if (!c->r->nodes_listed && !c->r->nodes_failed)
                         return; /* the fenced-node list is still on its way */
-                char sel[600], esc[900];
+                char sel[CONFIG_TM_SELECTOR_ESCAPED_MAX + 80], esc[3 * sizeof sel];
                 snprintf(sel, sizeof sel, "%s,app=%s", c->r->cfg->tm_selector, c->app);
                 if (k8s_escape(sel, esc, sizeof esc) < 0) {
                         degrade(c, "selector too long");
                         return;
                 }
                 snprintf(path, sizeof path, "/api/v1/namespaces/%s/pods?labelSelector=", c->ns);
-                char full[1200];
+                char full[sizeof esc + 200];
                 snprintf(full, sizeof full, "%s%s", path, esc);
                 c->st = C_OTHERS;
                 rq_send(c->r, c, NULL, false, "GET", full, NULL, NULL, got_cluster_pods);
@@ -759,6 +893,7 @@ static void cluster_tick(struct cluster *c) {
         }
         case C_CHECKPOINT: {
                 bool pending = false;
+                retry_puts(c, now);
                 for (size_t i = 0; i < c->njobs; i++)
                         pending |= c->jobs[i].ck == CK_RUNNING;
                 if (!pending || now >= c->r->evict_by) {
@@ -789,6 +924,7 @@ static void cluster_tick(struct cluster *c) {
                 break;
         }
         case C_GATE:
+                retry_puts(c, now);
                 /* 1.18-1.20: the doomed TaskManagers go first, the PUT
                  * follows within a second; evictions a PDB holds back do
                  * not hold the PUT for long. */
@@ -800,8 +936,9 @@ static void cluster_tick(struct cluster *c) {
                 break;
         case C_VERIFY: {
                 bool all = true;
+                retry_puts(c, now);
                 for (size_t i = 0; i < c->njobs; i++)
-                        all &= c->jobs[i].verified || !c->jobs[i].put_ok;
+                        all &= c->jobs[i].verified || (!c->jobs[i].put_ok && !c->jobs[i].put_due);
                 if ((all && !c->inflight) || now >= c->verify_until) {
                         if (c->inflight)
                                 return;
@@ -940,7 +1077,7 @@ void rescale_tick(struct rescale *r) {
         for (size_t i = 0; i < r->nc; i++) {
                 cluster_tick(r->c[i]);
                 /* Past the gate time nothing holds an eviction. */
-                if (now >= r->evict_by && !r->c[i]->gate_open) {
+                if (now >= r->evict_by && !r->c[i]->gate_open && !r->c[i]->aborted) {
                         struct log_ctx lc;
                         lctx(r->c[i], NULL, &lc);
                         log_full(LOG_WARNING, MSG_RESCALE, &lc, "Flink preparation of %s/%s over its time budget; evicting now",
@@ -951,26 +1088,37 @@ void rescale_tick(struct rescale *r) {
 }
 
 usec_t rescale_next_wakeup(const struct rescale *r) {
-        usec_t next = r->evict_by;
+        usec_t next = UINT64_MAX;
+#define EARLIER(t) do { usec_t _t = (t); if (_t < next) next = _t; } while (0)
         for (size_t i = 0; i < r->nc; i++) {
                 const struct cluster *c = r->c[i];
-                if ((c->st == C_CHECKPOINT || c->st == C_VERIFY) && c->due < next)
-                        next = c->due;
-                if (c->st == C_GATE && c->first_evicted && c->first_evicted + PUT_AFTER_EVICT < next)
-                        next = c->first_evicted + PUT_AFTER_EVICT;
-                if (c->st == C_GATE && c->gate_at + 5 * USEC_PER_SEC < next)
-                        next = c->gate_at + 5 * USEC_PER_SEC;
-                if (c->st == C_VERIFY && c->verify_until < next)
-                        next = c->verify_until;
+                /* The gate time matters only while a gate is still shut. */
+                if (!c->gate_open && !c->aborted)
+                        EARLIER(r->evict_by);
+                if ((c->st == C_CHECKPOINT || c->st == C_VERIFY || c->st == C_DISCOVER) && !c->inflight)
+                        EARLIER(c->due);
+                if (c->st == C_GATE && c->first_evicted)
+                        EARLIER(c->first_evicted + PUT_AFTER_EVICT);
+                if (c->st == C_GATE)
+                        EARLIER(c->gate_at + 5 * USEC_PER_SEC);
+                if (c->st == C_VERIFY)
+                        EARLIER(c->verify_until);
+                for (size_t k = 0; k < c->njobs; k++)
+                        if (c->jobs[k].put_due)
+                                EARLIER(c->jobs[k].put_due);
         }
-        /* Requests in flight wake the loop themselves; a short step keeps
-         * state changes made in callbacks moving. */
-        if (r->inflight) {
-                usec_t soon = now_monotonic() + 50 * USEC_PER_MSEC;
-                if (soon < next)
-                        next = soon;
-        }
+        /* Answers wake the loop themselves (and it ticks after each), so
+         * nothing here asks for a wakeup while requests are in flight. */
+#undef EARLIER
         return next;
+}
+
+/* The event was canceled: stop lowering, give back what was lowered. */
+void rescale_abort(struct rescale *r) {
+        for (size_t i = 0; i < r->nc; i++) {
+                r->c[i]->aborted = true;
+                cluster_abort(r->c[i]);
+        }
 }
 
 bool rescale_done(const struct rescale *r) {
@@ -1014,6 +1162,28 @@ static bool url_ok(const char *u) {
         return strlen(u) < 200;
 }
 
+/* The host of an http(s) URL that url_ok() accepted (IPv6 without brackets). */
+static int url_host(const char *u, char *buf, size_t len) {
+        const char *h = strstr(u, "://") + 3, *end;
+        if (*h == '[') {
+                h++;
+                end = strchr(h, ']');
+        } else
+                end = h + strcspn(h, ":/");
+        if (!end || end == h || (size_t) (end - h) >= len)
+                return -EINVAL;
+        memcpy(buf, h, (size_t) (end - h));
+        buf[end - h] = 0;
+        return 0;
+}
+
+/* A Service host "<svc>.<ns>[.svc[.<domain>]]" names its namespace. */
+static bool host_in_namespace(const char *host, const char *ns) {
+        const char *d = strchr(host, '.');
+        size_t n = strlen(ns);
+        return d && strncmp(d + 1, ns, n) == 0 && (d[1 + n] == 0 || d[1 + n] == '.');
+}
+
 /* --flink-rest-template with {app} and {namespace} filled in. */
 static int expand_template(const char *tpl, const char *ns, const char *app, char *buf, size_t len) {
         size_t o = 0;
@@ -1050,15 +1220,25 @@ int rescale_add_pod(struct rescale *r, const void *pod_json) {
         const char *ip = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(pod, "status"), "podIP"));
         const char *over = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(md, "annotations"),
                                                                                 "spotd.io/flink-rest-url"));
-        char url[256];
+        char url[256], host[256];
         if (!ns || !name || !app || strlen(ns) > 63 || strlen(app) > 63 || strlen(name) > 253)
                 return -1;
         for (const char *p = app; *p; p++)
                 if (!isalnum((unsigned char) *p) && !strchr("-._", *p))
                         return -1; /* it goes into a host name */
-        if (over && url_ok(over))
+        /* Anyone who may create a pod matching the selector may annotate
+         * it: the override is honoured only for hosts the operator allows
+         * (--flink-url-allow); the template is the operator's own. */
+        bool from_template = true;
+        if (over && url_ok(over) && url_host(over, host, sizeof host) >= 0 && config_flink_url_allowed(r->cfg, host)) {
                 snprintf(url, sizeof url, "%s", over);
-        else if (expand_template(r->cfg->flink_rest_template, ns, app, url, sizeof url) < 0 || !url_ok(url))
+                from_template = false;
+        } else if (over && !r->warned_override) {
+                r->warned_override = true;
+                log_full(LOG_WARNING, MSG_RESCALE, &(struct log_ctx) { .event_id = r->event_id, .namespace_ = ns, .pod = name },
+                         "Pod %s/%s names a JobManager URL outside --flink-url-allow; using --flink-rest-template", ns, name);
+        }
+        if (from_template && (expand_template(r->cfg->flink_rest_template, ns, app, url, sizeof url) < 0 || !url_ok(url)))
                 return -1;
         size_t i;
         for (i = 0; i < r->nc; i++)
@@ -1074,6 +1254,9 @@ int rescale_add_pod(struct rescale *r, const void *pod_json) {
                 snprintf(c->ns, sizeof c->ns, "%s", ns);
                 snprintf(c->app, sizeof c->app, "%s", app);
                 snprintf(c->url, sizeof c->url, "%s", url);
+                /* The template puts the JobManager in the pod's namespace. */
+                c->ns_bound = from_template ? strstr(r->cfg->flink_rest_template, "{namespace}") != NULL
+                                            : host_in_namespace(host, ns);
                 annotation_name(ns, app, c->ann, sizeof c->ann);
                 r->c[r->nc++] = c;
         }

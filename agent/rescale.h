@@ -41,6 +41,11 @@ bool rescale_may_evict(struct rescale *r, int c);
 /* An eviction of a pod of cluster c was accepted (1.18-1.20 PUT follows). */
 void rescale_evicted(struct rescale *r, int c);
 
+/* The event was canceled: nothing more is lowered, and bounds already
+ * lowered are restored (recorded originals cleared). Keep ticking it
+ * until rescale_done(). */
+void rescale_abort(struct rescale *r);
+
 void rescale_tick(struct rescale *r);
 usec_t rescale_next_wakeup(const struct rescale *r);
 bool rescale_done(const struct rescale *r);

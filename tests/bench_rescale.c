@@ -64,7 +64,7 @@ static int run(const char *version, unsigned runs) {
                 flink_sim_set_last_checkpoint_age(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90", 1000);
                 flink_sim_set_last_checkpoint_age(fl, "b1b2c3d4e5f60718293a4b5c6d7e8f90", 1000);
                 if (proc_spawn(&p, (char *[]) { "spotd", "run", a_imds, a_api, a_ca, a_tok, "--node-name=node-a",
-                                                "--log-target=stderr", "--health-addr=off", "--verify-timeout=5s", NULL }, NULL) < 0 ||
+                                                "--log-target=stderr", "--health-addr=off", "--verify-timeout=5s", "--flink-url-allow=127.0.0.1", NULL }, NULL) < 0 ||
                     !proc_wait_for(&p, "Watching instance", 10000))
                         return 1;
                 usleep(200 * 1000);

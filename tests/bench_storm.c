@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
                 snprintf(a_imds, sizeof a_imds, "--imds-endpoint=%s", url);
                 snprintf(a_node, sizeof a_node, "--node-name=spot-%02u", i + 1);
                 if (proc_spawn(&p[i], (char *[]) { "spotd", "run", a_imds, a_api, a_ca, a_tok, a_node, a_poll, "--log-target=stderr",
-                                                   "--log-format=json", "--health-addr=off", NULL }, NULL) < 0)
+                                                   "--log-format=json", "--health-addr=off", "--flink-url-allow=127.0.0.1", NULL }, NULL) < 0)
                         return 1;
         }
         for (unsigned i = 0; i < agents; i++)

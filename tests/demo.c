@@ -192,10 +192,12 @@ int main(void) {
          * a node name, a free HTTP port, JSON lines to read back. */
         if (proc_spawn(&p, (char *[]) { "spotd", "run", ep, api, ca, tok, "--node-name=ip-10-0-1-23.ec2.internal",
                                         "--health-addr=127.0.0.1:0", "--log-target=stderr", "--log-format=json",
-                                        NULL }, NULL) < 0)
+                                        "--flink-url-allow=127.0.0.1", NULL }, NULL) < 0)
                 return 1;
         say("demo", "started spotd run with --imds-endpoint, --kube-api, --kube-ca-file, --kube-token-file, "
-                    "--node-name, --health-addr=127.0.0.1:0 --log-format=json; everything else on its defaults");
+                    "--node-name, --health-addr=127.0.0.1:0, --log-target=stderr --log-format=json and "
+                    "--flink-url-allow=127.0.0.1 (the simulated JobManagers listen on loopback, named by pod "
+                    "annotations); everything else on its defaults");
         unsigned port = proc_health_port(&p);
         ok &= expect(&p, &shown, "Using IMDSv2", 5000);
         sleep(2);

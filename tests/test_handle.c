@@ -4,26 +4,19 @@
 #include <criterion/criterion.h>
 
 #include "helpers.h"
-#include "imds_sim.h"
-#include "k8s_sim.h"
+#include "simargs.h"
 
 static struct imds_sim *imds;
 static struct k8s_sim *kube;
-static char a_imds[128], a_api[128], a_ca[1100], a_token[1100];
+static struct sim_args sa;
 
 #define TM_NATIVE(app) "component=taskmanager,type=flink-native-kubernetes,app=" app
 #define TM_STANDALONE(app) "component=taskmanager,type=flink-standalone-kubernetes,app=" app
 
 static void start(void) {
-        char url[64];
         cr_assert_eq(imds_sim_start(NULL, &imds), 0);
-        imds_sim_url(imds, url, sizeof url);
-        snprintf(a_imds, sizeof a_imds, "--imds-endpoint=%s", url);
         cr_assert_eq(k8s_sim_start(&(struct k8s_sim_options) { .grace_ms_per_s = 20 }, &kube), 0);
-        k8s_sim_url(kube, url, sizeof url);
-        snprintf(a_api, sizeof a_api, "--kube-api=%s", url);
-        snprintf(a_ca, sizeof a_ca, "--kube-ca-file=%s", k8s_sim_ca_file(kube));
-        snprintf(a_token, sizeof a_token, "--kube-token-file=%s", k8s_sim_token_file(kube));
+        sim_args_fill(&sa, imds, kube);
 }
 static void stop(void) {
         imds = imds_sim_stop(imds);
@@ -32,7 +25,7 @@ static void stop(void) {
 
 TestSuite(handle, .init = start, .fini = stop, .timeout = 90);
 
-#define AGENT(...) (char *[]) { "spotd", "run", a_imds, a_api, a_ca, a_token, "--node-name=node-a", \
+#define AGENT(...) (char *[]) { "spotd", "run", sa.imds, sa.api, sa.ca, sa.token, "--node-name=node-a", \
                                 "--poll-interval=50ms", "--log-target=stderr", "--log-format=json",  \
                                 "--health-addr=off", __VA_ARGS__, NULL }
 
@@ -259,7 +252,7 @@ Test(handle, untrusted_certificate_refused) {
         /* The IMDS simulator's port is no TLS server; any CA but the
          * simulator's will do: the system bundle cannot know it. */
         snprintf(other, sizeof other, "--kube-ca-file=/etc/ssl/certs/ca-certificates.crt");
-        cr_assert_eq(proc_spawn(&p, (char *[]) { "spotd", "run", a_imds, a_api, other, a_token, "--node-name=node-a",
+        cr_assert_eq(proc_spawn(&p, (char *[]) { "spotd", "run", sa.imds, sa.api, other, sa.token, "--node-name=node-a",
                                                  "--poll-interval=50ms", "--log-target=stderr", "--health-addr=off", NULL },
                                 NULL), 0);
         cr_assert(proc_wait_for(&p, "Cannot read node node-a", 5000), "%s", p.out);
