@@ -222,7 +222,8 @@ struct cell {
         unsigned probes, probes_bad;
         bool alive, exit0, handled, in_time, detected, fenced, restored, degraded;
         unsigned gone, evictions, errors, warnings, peer_lines, put_count, deliveries_failed, deliveries_ok;
-        unsigned sink_requests;
+        unsigned sink_requests;                  /* attempts as spotd logs them */
+        unsigned sink_seen, sink_notices, sink_completions; /* what the sink itself received */
         double handling_s;
         char summary[200];    /* the README cell */
         char fail[4096];      /* what went wrong; empty: the cell passed */
@@ -562,6 +563,9 @@ stop:
                 proc_stop(&c->p, SIGKILL, 2000);
         c->out = c->p.out;
         c->p.out = NULL;
+        c->sink_seen = atomic_load(&c->sink.requests);
+        c->sink_notices = atomic_load(&c->sink.notices);
+        c->sink_completions = atomic_load(&c->sink.completions);
         sink_stop(&c->sink);
         if (c->kube)
                 k8s_sim_set_terminate_hook(c->kube, NULL, NULL);
@@ -599,8 +603,9 @@ static void describe(struct cell *c) {
                 break;
         default:
                 if (c->deliveries_failed)
-                        snprintf(c->summary, sizeof c->summary, "%s; %u errors (1 per delivery, %u attempts in all); all steps "
-                                 "done in %.1f s", state, c->deliveries_failed, c->sink_requests, c->handling_s);
+                        snprintf(c->summary, sizeof c->summary, "%s; %u errors (1 per delivery, %u attempts in all, %u reached "
+                                 "the receiver); all steps done in %.1f s", state, c->deliveries_failed, c->sink_requests,
+                                 c->sink_seen, c->handling_s);
                 else
                         snprintf(c->summary, sizeof c->summary, "%s; 0 errors (a 2xx: delivered); all steps done in %.1f s", state,
                                  c->handling_s);
@@ -707,5 +712,22 @@ Test(faults, webhook) {
                              fault_names[f], c->deliveries_failed, c->deliveries_ok);
                 cr_expect(c->restored && c->fenced, "webhook / %s: the whole handling", fault_names[f]);
                 cr_expect_leq(c->sink_requests, 12, "webhook / %s: at most 6 attempts per delivery", fault_names[f]);
+                /* The sink's own counts: what reached the receiver, not what spotd says. */
+                if (f == F_REFUSED) {
+                        cr_expect_eq(c->sink_seen, 0, "webhook / refused: the sink got %u requests", c->sink_seen);
+                        continue;
+                }
+                cr_expect_leq(c->sink_seen, 12, "webhook / %s: %u requests at the sink", fault_names[f], c->sink_seen);
+                cr_expect(c->sink_notices >= 1 && c->sink_completions >= 1, "webhook / %s: notice %u, completion %u at the sink",
+                          fault_names[f], c->sink_notices, c->sink_completions);
+                bool final = f == F_4XX || f == F_401 || f == F_MALFORMED; /* a 4xx is final; a 2xx with a bad body delivered */
+                if (final)
+                        cr_expect(c->sink_notices == 1 && c->sink_completions == 1 && c->sink_seen == 2,
+                                  "webhook / %s: one attempt per delivery, the sink got %u (%u notices, %u completions)",
+                                  fault_names[f], c->sink_seen, c->sink_notices, c->sink_completions);
+                else
+                        cr_expect(c->sink_notices >= 2 && c->sink_completions >= 2,
+                                  "webhook / %s: retried, the sink got %u notices and %u completions", fault_names[f],
+                                  c->sink_notices, c->sink_completions);
         }
 }
