@@ -59,8 +59,11 @@ int main(int argc, char **argv) {
                                                    : "component=taskmanager,type=flink-native-kubernetes,app=jobx",
                                         30, "Deployment");
                 }
+                /* Their JobManagers are a closed loopback port: the Flink side
+                 * degrades at once, with no name to resolve. */
                 if (proc_spawn(&p, (char *[]) { "spotd", "run", a_imds, a_api, a_ca, a_tok, "--node-name=node-a",
-                                                "--log-target=stderr", "--health-addr=off", NULL }, NULL) < 0 ||
+                                                "--log-target=stderr", "--health-addr=off",
+                                                "--flink-rest-template=http://127.0.0.1:9/{namespace}/{app}", NULL }, NULL) < 0 ||
                     !proc_wait_for(&p, "Watching instance", 10000)) {
                         fprintf(stderr, "spotd did not start: %s\n", p.out ? p.out : "");
                         return 1;
@@ -93,8 +96,11 @@ int main(int argc, char **argv) {
         qsort(spread, runs, sizeof *spread, cmp_u64);
         printf("median: notice -> last accepted %.1f ms; first -> last accepted %.1f ms (target: within 100 ms); max spread %.1f ms\n",
                (double) total[runs / 2] / 1000, (double) spread[runs / 2] / 1000, (double) spread[runs - 1] / 1000);
+        int rc = spread[runs / 2] > 100 * 1000;
+        if (rc)
+                printf("MISSED the target\n");
         free(total);
         free(spread);
         curl_global_cleanup();
-        return 0;
+        return rc;
 }
