@@ -66,6 +66,8 @@ struct pod {
         int state;
         uint64_t gone_at; /* monotonic usec, while terminating */
         unsigned evictions, attempts, deletes;
+        uint64_t last_attempt, min_gap; /* monotonic usec, of eviction POSTs */
+        bool replace_after_list;
 };
 
 struct pdb {
@@ -118,6 +120,7 @@ struct k8s_sim {
         uint64_t evict_first, evict_last;
         k8s_sim_terminate_hook_t hook; /* a pod began terminating */
         void *hook_ud;
+        bool ignore_field_selector;
 };
 
 /* Per request: the body accumulated over the upload calls. */
@@ -861,6 +864,18 @@ static bool pdb_matches(const struct pdb *b, const struct pod *p) {
         return true; /* policy/v1: an empty selector selects every pod of the namespace */
 }
 
+/* A new pod of the same name: new uid, running, no deletion pending. */
+static void pod_replace(struct k8s_sim *s, struct pod *p) {
+        char uid[37];
+        cJSON *md = jobj(p->obj, "metadata");
+        new_uid(uid);
+        jset(md, "uid", cJSON_CreateString(uid));
+        cJSON_DeleteItemFromObjectCaseSensitive(md, "deletionTimestamp");
+        cJSON_DeleteItemFromObjectCaseSensitive(md, "deletionGracePeriodSeconds");
+        set_rv(s, p->obj);
+        p->state = POD_RUNNING;
+}
+
 /* ---- handlers (called locked) ---- */
 
 static bool media_is(struct MHD_Connection *c, const char *want) {
@@ -916,12 +931,17 @@ static void list(struct k8s_sim *s, struct MHD_Connection *c, bool pods, const c
                         if (s->pods[i].state == POD_GONE || (ns && strcmp(s->pods[i].ns, ns) != 0))
                                 continue;
                 }
-                if ((fs && field_match(fs, obj, pods, NULL, err, sizeof err) != 1) ||
+                if ((fs && !(pods && s->ignore_field_selector) && field_match(fs, obj, pods, NULL, err, sizeof err) != 1) ||
                     (ls && label_match(ls, jget(obj, "metadata", "labels"), err, sizeof err) != 1))
                         continue;
                 cJSON_AddItemToArray(items, cJSON_Duplicate(obj, true));
         }
         answer_list(s, a, pods ? "PodList" : "NodeList", items);
+        for (size_t i = 0; pods && i < s->n_pods; i++)
+                if (s->pods[i].replace_after_list) {
+                        s->pods[i].replace_after_list = false;
+                        pod_replace(s, &s->pods[i]);
+                }
 }
 
 static void node_patch(struct k8s_sim *s, struct MHD_Connection *c, struct node *n,
@@ -1020,7 +1040,13 @@ static bool delete_options(struct pod *p, const cJSON *o, long long *grace, stru
 static void pod_evict(struct k8s_sim *s, struct MHD_Connection *c, const char *ns, const char *name,
                       const struct request *rq, struct answer *a) {
         struct pod *p = find_pod(s, ns, name);
-        if (p) p->attempts++;
+        if (p) {
+                uint64_t now = mono();
+                if (p->attempts == 1 || (p->attempts && now - p->last_attempt < p->min_gap))
+                        p->min_gap = now - p->last_attempt;
+                p->last_attempt = now;
+                p->attempts++;
+        }
         if (!media_is(c, "application/json")) {
                 fail(a, 415, NULL, "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf");
                 return;
@@ -1966,4 +1992,48 @@ char *k8s_sim_events_json(struct k8s_sim *s) {
         char *text = arr ? cJSON_PrintUnformatted(arr) : NULL;
         cJSON_Delete(arr);
         return text ? text : strdup("[]");
+}
+
+/* ---- what spotd must never do ---- */
+
+void k8s_sim_ignore_field_selector(struct k8s_sim *s, bool ignore) {
+        LOCKED(s, s->ignore_field_selector = ignore);
+}
+
+void k8s_sim_replace_after_list(struct k8s_sim *s, const char *ns, const char *name) {
+        LOCKED(s, struct pod *p = find_pod(s, ns, name); if (p) p->replace_after_list = true);
+}
+
+void k8s_sim_set_pod_phase(struct k8s_sim *s, const char *ns, const char *name, const char *phase) {
+        pthread_mutex_lock(&s->lock);
+        struct pod *p = find_pod(s, ns, name);
+        if (p) {
+                jset(jobj(p->obj, "status"), "phase", cJSON_CreateString(phase));
+                set_rv(s, p->obj);
+        }
+        pthread_mutex_unlock(&s->lock);
+}
+
+void k8s_sim_add_node_taint(struct k8s_sim *s, const char *node, const char *key, const char *value, const char *effect) {
+        pthread_mutex_lock(&s->lock);
+        struct node *n = find_node(s, node);
+        if (n) {
+                cJSON *spec = jobj(n->obj, "spec"), *taints = cJSON_GetObjectItemCaseSensitive(spec, "taints");
+                cJSON *t = cJSON_CreateObject();
+                if (!cJSON_IsArray(taints))
+                        taints = cJSON_AddArrayToObject(spec, "taints");
+                cJSON_AddStringToObject(t, "key", key);
+                if (value)
+                        cJSON_AddStringToObject(t, "value", value);
+                cJSON_AddStringToObject(t, "effect", effect);
+                cJSON_AddItemToArray(taints, t);
+                set_rv(s, n->obj);
+        }
+        pthread_mutex_unlock(&s->lock);
+}
+
+uint64_t k8s_sim_eviction_min_gap(struct k8s_sim *s, const char *ns, const char *name) {
+        uint64_t r;
+        LOCKED(s, struct pod *p = find_pod(s, ns, name); r = p && p->attempts > 1 ? p->min_gap : UINT64_MAX);
+        return r;
 }

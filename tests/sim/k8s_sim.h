@@ -92,3 +92,19 @@ void k8s_sim_eviction_window(struct k8s_sim *s, uint64_t *first, uint64_t *last)
 /* Writes a request log line per request ("METHOD path status") into a
  * malloc'ed string; for failure messages. */
 char *k8s_sim_log(struct k8s_sim *s);
+
+/* For tests of what spotd must never do (tests/test_guarantees.c). */
+/* true: pod lists ignore fieldSelector (spec.nodeName), as a broken or
+ * older API server might: every pod matching the label selector comes back. */
+void k8s_sim_ignore_field_selector(struct k8s_sim *s, bool ignore);
+/* Right after the next pod list is answered, the pod is replaced by a new
+ * one of the same name (new uid, running), as a StatefulSet recreates it:
+ * the list's answer still holds the old one. */
+void k8s_sim_replace_after_list(struct k8s_sim *s, const char *ns, const char *name);
+/* Sets status.phase of a pod ("Succeeded", "Failed", ...). */
+void k8s_sim_set_pod_phase(struct k8s_sim *s, const char *ns, const char *name, const char *phase);
+/* Appends a taint to a node, as an operator's kubectl taint would. */
+void k8s_sim_add_node_taint(struct k8s_sim *s, const char *node, const char *key, const char *value, const char *effect);
+/* The shortest time (usec) between two eviction POSTs for the pod, whatever
+ * their answers; UINT64_MAX with fewer than two. */
+uint64_t k8s_sim_eviction_min_gap(struct k8s_sim *s, const char *ns, const char *name);
