@@ -70,10 +70,14 @@ static unsigned upper(const char *jid, const char *vid) {
 }
 
 /* One job of parallelism 8 on 4 TaskManagers (8 slots), 2 of them on the
- * reclaimed node: checkpoint, evict + lower, run at 4, restore to 8. */
+ * reclaimed node: checkpoint, evict + lower, run at 4, restore to 8. On
+ * 1.18-1.20 the failover restart the evictions cause lasts 3 s, so that
+ * the lowering PUT can be seen to land inside it. */
 static void one_job(const char *version) {
         struct proc p;
-        start_sims(&(struct flink_sim_options) { .version = version, .checkpoint_ms = 100, .restart_ms = 100 });
+        bool evict_first = version[0] == '1';
+        start_sims(&(struct flink_sim_options) { .version = version, .checkpoint_ms = 100,
+                                                 .restart_ms = evict_first ? 3000 : 100 });
         k8s_sim_add_node(kube, "node-a", NULL);
         k8s_sim_add_node(kube, "node-b", NULL);
         add_tms("node-a", 1, 2);
@@ -87,6 +91,17 @@ static void one_job(const char *version) {
         cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--verify-timeout=20s"), NULL), 0);
         cr_assert(proc_wait_for(&p, "Watching instance", 5000), "%s", p.out);
         imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        if (evict_first) {
+                /* Evict, then PUT while the job is still in the failover
+                 * restart the TaskManagers' loss caused: it comes back once,
+                 * on the survivors, at the lower bounds. (How soon after the
+                 * first eviction: bench_rescale.) */
+                cr_assert(eventually(flink_sim_puts(fl, JOB1) >= 1, 30000), "no PUT: %s", p.out);
+                cr_assert_str_eq(flink_sim_job_state(fl, JOB1), "RESTARTING",
+                                 "the PUT came after the failover restart had ended: %s", p.out);
+                cr_assert_eq(flink_sim_restarts(fl, JOB1), 1, "the restart under way is the TaskManagers' failover");
+                cr_assert_eq(flink_sim_rescales(fl, JOB1), 0, "no restart of the PUT's own");
+        }
         cr_assert(proc_wait_for(&p, "TaskManager pods gone", 30000), "%s\n--- flink:\n%s", p.out, flink_sim_log(fl));
 
         cr_assert_eq(flink_sim_violations(fl), 0, "every request follows the %s spec:\n%s", version, flink_sim_log(fl));
@@ -94,9 +109,9 @@ static void one_job(const char *version) {
         uint64_t first_evict, last_evict, put = flink_sim_first_put(fl, JOB1);
         k8s_sim_eviction_window(kube, &first_evict, &last_evict);
         cr_assert_neq(put, 0);
-        if (version[0] == '1') {
+        if (evict_first) {
                 cr_assert_gt(put, first_evict, "1.18-1.20: evict first");
-                cr_assert_lt(put - first_evict, 1000000, "then PUT within a second");
+                cr_assert_eq(flink_sim_restarts(fl, JOB1) + flink_sim_rescales(fl, JOB1), 1, "one restart in all");
         } else
                 cr_assert_lt(put, first_evict, "2.x: PUT first");
         cr_assert(strstr(p.out, "runs on the remaining TaskManagers at the lower parallelism"), "%s", p.out);
@@ -148,27 +163,35 @@ Test(rescale, session_cluster_two_jobs_and_slot_sharing_groups) {
         proc_free(&p);
 }
 
+/* A JobManager that answers 503 is given up on after a few tries: its
+ * TaskManagers are evicted long before the Flink steps' time runs out (here
+ * the deadline is 10 min away and --checkpoint-timeout is 10 min, so an
+ * agent waiting on the JobManager would evict only after some 9 min). How
+ * soon they are evicted: bench_rescale. */
 Test(rescale, jobmanager_unreachable_still_evicts_in_time) {
         struct proc p;
         start_sims(&(struct flink_sim_options) { .version = "1.18.1" });
         k8s_sim_add_node(kube, "node-a", NULL);
         add_tms("node-a", 1, 2);
         flink_sim_set_down(fl, true);
-        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--flink-timeout=1s"), NULL), 0);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--flink-timeout=1s", "--checkpoint-timeout=600s"), NULL), 0);
         cr_assert(proc_wait_for(&p, "Watching instance", 5000));
-        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
-        usec_t t0 = now_monotonic();
-        cr_assert(proc_wait_for_n(&p, "Evicted pod", 2, 10000), "%s", p.out);
-        cr_assert_lt(now_monotonic() - t0, (usec_t) test_ms(3000) * USEC_PER_MSEC, "no waiting on a dead JobManager");
-        cr_assert(strstr(p.out, "evicting its TaskManagers without rescaling"), "%s", p.out);
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 600, 0);
+        cr_assert(proc_wait_for_n(&p, "Evicted pod", 2, 20000), "no waiting on a dead JobManager: %s", p.out);
+        const char *degraded = strstr(p.out, "evicting its TaskManagers without rescaling");
+        cr_assert(degraded && degraded < strstr(p.out, "Evicted pod"), "given up on before the evictions: %s", p.out);
         cr_assert(proc_wait_for(&p, "handled: 2 TaskManager pods gone", 10000), "%s", p.out);
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
 
+/* A checkpoint slower than --checkpoint-timeout: waited for until the
+ * budget runs out, then abandoned, the evictions going ahead while it is
+ * still in progress (it would take 10 min). How long after the budget:
+ * bench_rescale. */
 Test(rescale, slow_checkpoint_abandoned_evictions_on_time) {
         struct proc p;
-        start_sims(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 20000 });
+        start_sims(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 600000 });
         k8s_sim_add_node(kube, "node-a", NULL);
         k8s_sim_add_node(kube, "node-b", NULL);
         add_tms("node-a", 1, 1);
@@ -178,13 +201,11 @@ Test(rescale, slow_checkpoint_abandoned_evictions_on_time) {
         cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--checkpoint-timeout=1s"), NULL), 0);
         cr_assert(proc_wait_for(&p, "Watching instance", 5000));
         imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
-        usec_t t0 = now_monotonic();
-        cr_assert(proc_wait_for(&p, "Evicted pod", 10000), "%s", p.out);
-        usec_t waited = now_monotonic() - t0;
-        cr_assert(waited > 900 * USEC_PER_MSEC && waited < (usec_t) test_ms(3000) * USEC_PER_MSEC, "evicted after %llu ms",
-                  (unsigned long long) (waited / 1000));
-        cr_assert(strstr(p.out, "not done within its budget"), "%s", p.out);
-        cr_assert_eq(flink_sim_checkpoints_completed(fl, JOB1), 0);
+        cr_assert(proc_wait_for(&p, "Evicted pod", 20000), "%s", p.out);
+        cr_assert_geq(flink_sim_checkpoints_triggered(fl, JOB1), 1, "a checkpoint was asked for");
+        cr_assert_eq(flink_sim_checkpoints_completed(fl, JOB1), 0, "evicted before it completed");
+        const char *abandoned = strstr(p.out, "not done within its budget");
+        cr_assert(abandoned && abandoned < strstr(p.out, "Evicted pod"), "the budget ran out before the evictions: %s", p.out);
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
