@@ -414,21 +414,29 @@ Test(k8s, free_cancels_pending_without_callbacks) {
         close(fd);
 }
 
+static void *write_later(void *arg) {
+        usleep(200 * 1000);
+        if (write(*(int *) arg, "x", 1) != 1)
+                abort();
+        return NULL;
+}
+
+/* An extra fd that is not ready: the poll ends on its timeout with no
+ * event. One that becomes ready while the poll waits (its timeout 60 s):
+ * it returns with the event. */
 Test(k8s, poll_reports_extra_fds) {
         struct k8s *k;
         int p[2];
+        pthread_t th;
         cr_assert_eq(pipe(p), 0);
         cr_assert_eq(k8s_new(&(struct k8s_options) { .api_url = "https://127.0.0.1:1" }, &k), 0);
         struct curl_waitfd w = { .fd = p[0], .events = CURL_WAIT_POLLIN };
-        usec_t t0 = now_monotonic();
         cr_assert_eq(k8s_poll(k, &w, 1, 50), 0);
         cr_assert_eq(w.revents, 0);
-        cr_assert_geq(now_monotonic() - t0, 40 * USEC_PER_MSEC, "waited for the timeout");
-        cr_assert_eq(write(p[1], "x", 1), 1);
-        t0 = now_monotonic();
-        cr_assert_eq(k8s_poll(k, &w, 1, 5000), 0);
-        cr_assert(w.revents & CURL_WAIT_POLLIN);
-        cr_assert_lt(now_monotonic() - t0, 1000 * USEC_PER_MSEC, "woke for the fd");
+        cr_assert_eq(pthread_create(&th, NULL, write_later, &p[1]), 0);
+        cr_assert_eq(k8s_poll(k, &w, 1, 60000), 0);
+        cr_assert(w.revents & CURL_WAIT_POLLIN, "woke for the fd");
+        pthread_join(th, NULL);
         k8s_free(k);
         close(p[0]);
         close(p[1]);
@@ -725,16 +733,17 @@ Test(k8s, sim_drop_is_transport_error, .init = sim_up, .fini = sim_down) {
         k8s_free(k);
 }
 
+/* The answer would come after a minute: the request times out before,
+ * while the server still holds it (it records a request when it answers;
+ * without the timeout the answer would come, a 200). */
 Test(k8s, sim_slow_answer_times_out, .init = sim_up, .fini = sim_down) {
         struct k8s *k = sim_client((struct k8s_options) { .timeout = 300 * USEC_PER_MSEC });
         struct k8s_response r;
-        k8s_sim_fault(sim, NULL, K8S_SIM_SLOW, 3000, 1);
-        usec_t t0 = now_monotonic();
+        k8s_sim_fault(sim, NULL, K8S_SIM_SLOW, 60000, 1);
         cr_assert_eq(k8s_request_sync(k, "GET", NODE_PATH, NULL, NULL, &r, NULL), 0);
         cr_assert_eq(r.err, -ETIMEDOUT, "%d", r.err);
-        /* Well before the answer (slack for valgrind's slow TLS handshake). */
-        cr_assert_lt(now_monotonic() - t0, 2500 * USEC_PER_MSEC);
-        cr_assert_geq(r.duration, 250 * USEC_PER_MSEC);
+        cr_assert_eq(k8s_sim_requests(sim, NULL, NULL), 0, "not answered yet");
+        cr_assert_gt(r.duration, 0);
         k8s_free(k);
 }
 
