@@ -159,10 +159,10 @@ Test(imds_client, faults_map_to_errors) {
         cr_assert_eq(imds_get(c, SPOT, &body, &len), -EPROTO);
         cr_assert_eq(imds_last_status(c), 500);
 
-        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_SLOW, 1500, 1);
-        usec_t t0 = now_monotonic();
-        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ETIMEDOUT);
-        cr_assert_lt(now_monotonic() - t0, 1200 * USEC_PER_MSEC, "the timeout bounds the wait");
+        /* An answer a minute away: the 300 ms timeout ends the wait (without
+         * it, the answer would come and read as -ENOENT). */
+        imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_SLOW, 60000, 1);
+        cr_assert_eq(imds_get(c, SPOT, &body, &len), -ETIMEDOUT, "the timeout bounds the wait");
 
         imds_sim_set_fault(sim, "meta-data/spot", SIM_FAULT_RESET, 0, 1);
         int r = imds_get(c, SPOT, &body, &len);
@@ -243,6 +243,90 @@ Test(imds_client, all_payload_paths) {
         cr_assert_eq(imds_parse_identity(body, len, &id, NULL), 0);
         cr_assert_str_eq(id.instance_id, "i-0123456789abcdef0");
         free(body);
+        imds_free(c);
+}
+
+/* A poll round's requests go out at once, each on a connection of its own,
+ * and each answer stands alone: a bad path fails alone, a 404 is a 404. */
+Test(imds_client, get_many_answers_each_path_at_once) {
+        struct imds *c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
+        imds_sim_set_spot(sim, "stop", 1795607933, 0);
+        imds_sim_set_lifecycle(sim, "InService");
+        struct imds_answer a[] = {
+                { .path = SPOT },
+                { .path = "meta-data/events/recommendations/rebalance" },
+                { .path = "meta-data/autoscaling/target-lifecycle-state" },
+                { .path = "meta-data/../x?y" },
+        };
+        cr_assert_eq(imds_get_many(c, a, 4), 0);
+        struct imds_instance_action act;
+        cr_assert_eq(a[0].r, 0);
+        cr_assert_eq(a[0].status, 200);
+        cr_assert_eq(imds_parse_instance_action(a[0].body, a[0].len, &act, NULL), 0, "%s", a[0].body);
+        cr_assert_str_eq(act.action, "stop");
+        cr_assert_eq(a[1].r, -ENOENT);
+        cr_assert_eq(a[1].status, 404);
+        cr_assert_null(a[1].body);
+        cr_assert_eq(a[2].r, 0);
+        cr_assert_str_eq(a[2].body, "InService");
+        cr_assert_eq(a[3].r, -EINVAL, "never sent");
+        cr_assert_eq(imds_sim_requests(sim, NULL), 3);
+        cr_assert_eq(imds_sim_token_requests(sim), 1);
+        /* The token's connection and two more: the three GETs were in flight together. */
+        cr_assert_eq(imds_sim_connections(sim), 3, "got %llu", (unsigned long long) imds_sim_connections(sim));
+        cr_assert_eq(observed, 4, "one observation per request sent");
+        for (size_t i = 0; i < 4; i++)
+                free(a[i].body);
+        struct imds_answer many[IMDS_GET_MANY_MAX + 1] = {};
+        cr_assert_eq(imds_get_many(c, many, IMDS_GET_MANY_MAX + 1), -EINVAL);
+        imds_free(c);
+}
+
+Test(imds_client, get_many_refreshes_the_token_once_on_401) {
+        imds_sim_set_require_v2(sim, true);
+        struct imds *c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
+        struct imds_answer a[] = { { .path = SPOT }, { .path = "meta-data/instance-id" },
+                                   { .path = "meta-data/autoscaling/target-lifecycle-state" } };
+        cr_assert_eq(imds_get_many(c, a, 3), 0);
+        cr_assert_eq(a[1].r, 0);
+        free(a[1].body);
+        imds_sim_expire_tokens(sim);
+        cr_assert_eq(imds_get_many(c, a, 3), 0);
+        cr_assert_eq(a[0].r, -ENOENT);
+        cr_assert_eq(a[1].r, 0);
+        cr_assert_str_eq(a[1].body, "i-0123456789abcdef0");
+        free(a[1].body);
+        cr_assert_eq(a[2].r, -ENOENT);
+        cr_assert_eq(imds_sim_unauthorized(sim), 3);
+        cr_assert_eq(imds_sim_token_requests(sim), 2, "one refresh for the three 401s");
+        imds_free(c);
+}
+
+/* A real instance answers with its own headers (the token's remaining TTL
+ * on every answer, Last-Modified, ...) and closes the connection after each
+ * answer: every request then has a connection of its own. */
+Test(imds_client, real_instance_closes_every_connection) {
+        sim = imds_sim_stop(sim);
+        cr_assert_eq(imds_sim_start(&(struct imds_sim_options) { .require_v2 = true, .real_headers = true }, &sim), 0);
+        imds_sim_set_spot(sim, "terminate", 1795607933, 0);
+        struct imds *c = client(IMDS_MODE_V2_ONLY, USEC_PER_SEC);
+        char *body;
+        size_t len;
+        for (int i = 0; i < 5; i++) {
+                cr_assert_eq(imds_get(c, SPOT, &body, &len), 0);
+                cr_assert(strstr(body, "\"terminate\""), "%s", body);
+                free(body);
+                cr_assert_eq(imds_get(c, "meta-data/events/recommendations/rebalance", &body, &len), -ENOENT);
+        }
+        struct imds_answer a[] = { { .path = SPOT }, { .path = "meta-data/instance-id" } };
+        cr_assert_eq(imds_get_many(c, a, 2), 0);
+        cr_assert(a[0].r == 0 && a[1].r == 0);
+        free(a[0].body);
+        free(a[1].body);
+        cr_assert_eq(imds_sim_token_requests(sim), 1);
+        cr_assert_eq(imds_sim_unauthorized(sim), 0);
+        cr_assert_eq(imds_sim_connections(sim), 13, "one per request, token included: %llu",
+                     (unsigned long long) imds_sim_connections(sim));
         imds_free(c);
 }
 
