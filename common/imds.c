@@ -13,8 +13,9 @@
 #define TOKEN_MAX 512 /* real tokens are ~56 bytes; anything far longer is not a token */
 
 struct imds {
-        CURL *curl;              /* options only: each request runs on a copy (request()) */
-        CURLSH *share;           /* the kept-alive connection, shared by the copies */
+        CURL *curl;              /* options only: each request runs on a copy (xfer_add()) */
+        CURLM *multi;            /* runs the copies, several at once; its connection
+                                  * cache keeps connections alive across them */
         char *endpoint;
         enum imds_mode mode;
         unsigned token_ttl;
@@ -32,8 +33,18 @@ struct imds {
         unsigned v2_failures;
 
         long last_status;
+};
+
+/* One request in flight on a copy of the option handle. */
+struct xfer {
+        const char *path;
+        CURL *h;
         struct http_body body;
-        struct http_header_capture ttl_header;
+        struct http_header_capture *capture; /* NULL: no header is wanted */
+        CURLcode result;
+        bool done;
+        int r;       /* 0 with status set, or a transport -errno */
+        long status; /* HTTP status, 0 if none */
 };
 
 void imds_options_default(struct imds_options *o) {
@@ -75,12 +86,12 @@ int imds_new(const struct imds_options *o, struct imds **ret) {
                 return -ENOMEM;
         c->endpoint = strdup(o->endpoint);
         c->curl = curl_easy_init();
-        c->share = curl_share_init();
-        if (!c->endpoint || !c->curl || !c->share ||
-            curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK) {
+        c->multi = curl_multi_init();
+        if (!c->endpoint || !c->curl || !c->multi) {
                 imds_free(c);
                 return -ENOMEM;
         }
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long) IMDS_GET_MANY_MAX);
         /* One trailing slash at most, so URLs are endpoint + "/latest/...". */
         size_t n = strlen(c->endpoint);
         while (n > 0 && c->endpoint[n - 1] == '/')
@@ -95,8 +106,6 @@ int imds_new(const struct imds_options *o, struct imds **ret) {
         c->v2_retry_max = o->v2_retry_max > c->v2_retry_min ? o->v2_retry_max : c->v2_retry_min;
         c->observe = o->observe;
         c->userdata = o->userdata;
-        c->body.limit = o->max_body;
-        c->ttl_header.name = "X-Aws-Ec2-Metadata-Token-Ttl-Seconds";
 
         CURL *h = c->curl;
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -109,9 +118,6 @@ int imds_new(const struct imds_options *o, struct imds **ret) {
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long) (c->connect_timeout / USEC_PER_MSEC));
         curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) c->max_body);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, http_body_write);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &c->body);
-        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, http_header_capture_cb);
-        curl_easy_setopt(h, CURLOPT_HEADERDATA, &c->ttl_header);
         curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
         curl_easy_setopt(h, CURLOPT_USERAGENT, "spotd");
 
@@ -132,9 +138,8 @@ struct imds *imds_free(struct imds *c) {
         token_forget(c);
         if (c->curl)
                 curl_easy_cleanup(c->curl);
-        if (c->share)
-                curl_share_cleanup(c->share);
-        http_body_done(&c->body);
+        if (c->multi)
+                curl_multi_cleanup(c->multi);
         free(c->endpoint);
         free(c);
         return NULL;
@@ -143,44 +148,99 @@ struct imds *imds_free(struct imds *c) {
 long imds_last_status(const struct imds *c) { return c->last_status; }
 bool imds_using_token(const struct imds *c) { return c->have_token; }
 
-/* One HTTP exchange. Returns 0 with the status in *ret_status, or a transport
- * -errno. The observer sees every request, whatever its outcome. */
-static int request(struct imds *c, const char *path, bool put, struct curl_slist *headers,
-                   long *ret_status) {
-        char url[512];
-        long status = 0;
-        int r;
+/* What imds_get() returns for a request that ended with r (0 or a
+ * transport -errno) and HTTP status st. */
+static int outcome(int r, long st) {
+        if (r < 0)
+                return r;
+        switch (st) {
+        case 200: return 0;
+        case 404: return -ENOENT;
+        case 401: return -EACCES;
+        default:  return -EPROTO;
+        }
+}
 
-        if ((size_t) snprintf(url, sizeof url, "%s/latest/%s", c->endpoint, path) >= sizeof url)
+static bool path_valid(const char *path) {
+        for (const char *p = path; *p; p++)
+                if (!isalnum((unsigned char) *p) && !strchr("/-_.", *p))
+                        return false;
+        return true;
+}
+
+/* Puts a request on the multi handle. */
+static int xfer_add(struct imds *c, struct xfer *x, bool put, struct curl_slist *headers) {
+        char url[512];
+
+        if ((size_t) snprintf(url, sizeof url, "%s/latest/%s", c->endpoint, x->path) >= sizeof url)
                 return -EINVAL;
         /* Never a handle that already ran: libcurl before 8.1.0 (Debian 12
          * ships 7.88) frees a reused handle's stored headers, then reads and
          * reallocates them when the next answer starts with a folded header
          * line (curl issue 11101): any server answering could crash us. */
-        _cleanup_(curl_easy_cleanupp) CURL *h = curl_easy_duphandle(c->curl);
-        if (!h)
+        x->h = curl_easy_duphandle(c->curl);
+        if (!x->h)
                 return -ENOMEM;
-        curl_easy_setopt(h, CURLOPT_SHARE, c->share);
-        http_body_reset(&c->body);
-        c->ttl_header.found = false;
-        curl_easy_setopt(h, CURLOPT_URL, url);
-        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, put ? "PUT" : NULL);
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-
-        usec_t start = now_monotonic();
-        r = http_curl_errno(curl_easy_perform(h), &c->body);
-        if (r == 0)
-                curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        c->last_status = status;
-        if (c->observe)
-                c->observe(c->userdata, path, r < 0 ? r : status == 200 ? 0 : status == 404 ? -ENOENT
-                                                      : status == 401 ? -EACCES : -EPROTO,
-                           status, now_monotonic() - start);
-        if (r < 0)
-                return r;
-        *ret_status = status;
+        x->body = (struct http_body) { .limit = c->max_body };
+        curl_easy_setopt(x->h, CURLOPT_PRIVATE, x);
+        curl_easy_setopt(x->h, CURLOPT_WRITEDATA, &x->body);
+        if (x->capture) {
+                x->capture->found = false;
+                curl_easy_setopt(x->h, CURLOPT_HEADERFUNCTION, http_header_capture_cb);
+                curl_easy_setopt(x->h, CURLOPT_HEADERDATA, x->capture);
+        }
+        curl_easy_setopt(x->h, CURLOPT_URL, url);
+        curl_easy_setopt(x->h, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(x->h, CURLOPT_CUSTOMREQUEST, put ? "PUT" : NULL);
+        curl_easy_setopt(x->h, CURLOPT_HTTPHEADER, headers);
+        if (curl_multi_add_handle(c->multi, x->h) != CURLM_OK) {
+                curl_easy_cleanup(x->h);
+                x->h = NULL;
+                return -ENOMEM;
+        }
         return 0;
+}
+
+/* Runs the requests put on the multi handle to their end (each bounded by
+ * its CURLOPT_TIMEOUT_MS): all at once, so a round costs one wait, not one
+ * per request. Then fills in each one's outcome, tells the observer (which
+ * sees every request, whatever its outcome) and frees the handle; the
+ * bodies stay. */
+static void xfer_run(struct imds *c, struct xfer *x, size_t n) {
+        int running = 1, left;
+        CURLMsg *m;
+
+        while (running) {
+                if (curl_multi_perform(c->multi, &running) != CURLM_OK)
+                        break;
+                /* Waits at most until the multi handle's next timeout. */
+                if (running && curl_multi_poll(c->multi, NULL, 0, 1000, NULL) != CURLM_OK)
+                        break;
+        }
+        while ((m = curl_multi_info_read(c->multi, &left))) {
+                struct xfer *d = NULL;
+                if (m->msg != CURLMSG_DONE || curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &d) != CURLE_OK || !d)
+                        continue;
+                d->result = m->data.result;
+                d->done = true;
+        }
+        for (size_t i = 0; i < n; i++) {
+                curl_off_t us = 0;
+                if (!x[i].h)
+                        continue;
+                x[i].status = 0;
+                x[i].r = x[i].done ? http_curl_errno(x[i].result, &x[i].body) : -EIO;
+                if (x[i].r == 0)
+                        curl_easy_getinfo(x[i].h, CURLINFO_RESPONSE_CODE, &x[i].status);
+                curl_easy_getinfo(x[i].h, CURLINFO_TOTAL_TIME_T, &us);
+                curl_multi_remove_handle(c->multi, x[i].h);
+                curl_easy_cleanup(x[i].h);
+                x[i].h = NULL;
+                x[i].done = false;
+                c->last_status = x[i].status;
+                if (c->observe)
+                        c->observe(c->userdata, x[i].path, outcome(x[i].r, x[i].status), x[i].status, (usec_t) us);
+        }
 }
 
 static bool token_text_valid(const char *t, size_t n) {
@@ -193,29 +253,35 @@ static bool token_text_valid(const char *t, size_t n) {
 }
 
 static int token_fetch(struct imds *c) {
+        struct http_header_capture ttl_header = { .name = "X-Aws-Ec2-Metadata-Token-Ttl-Seconds" };
+        struct xfer x = { .path = TOKEN_PATH, .capture = &ttl_header };
         char ttl[64];
-        long status;
         int r;
 
         snprintf(ttl, sizeof ttl, "X-aws-ec2-metadata-token-ttl-seconds: %u", c->token_ttl);
-        struct curl_slist *hdr = curl_slist_append(NULL, ttl);
+        _cleanup_(curl_slist_free_allp) struct curl_slist *hdr = curl_slist_append(NULL, ttl);
         if (!hdr)
                 return -ENOMEM;
         usec_t start = now_monotonic();
-        r = request(c, TOKEN_PATH, true, hdr, &status);
-        curl_slist_free_all(hdr);
-        if (r < 0)
+        r = xfer_add(c, &x, true, hdr);
+        if (r >= 0) {
+                xfer_run(c, &x, 1);
+                r = x.r;
+        }
+        if (r >= 0 && x.status != 200)
+                r = x.status == 404 ? -ENOENT : -EPROTO;
+        if (r >= 0 && !token_text_valid(x.body.data, x.body.len))
+                r = -EBADMSG;
+        if (r < 0) {
+                http_body_done(&x.body);
                 return r;
-        if (status != 200)
-                return status == 404 ? -ENOENT : -EPROTO;
-        if (!token_text_valid(c->body.data, c->body.len))
-                return -EBADMSG;
+        }
 
         /* The service may grant less than we asked for. */
         unsigned granted = c->token_ttl;
-        if (c->ttl_header.found) {
+        if (ttl_header.found) {
                 char *end;
-                unsigned long v = strtoul(c->ttl_header.value, &end, 10);
+                unsigned long v = strtoul(ttl_header.value, &end, 10);
                 if (*end == 0 && v >= 1 && v <= 21600)
                         granted = (unsigned) v;
         }
@@ -227,14 +293,17 @@ static int token_fetch(struct imds *c) {
 
         char hline[TOKEN_MAX + 64];
         token_forget(c);
-        snprintf(hline, sizeof hline, "X-aws-ec2-metadata-token: %.*s", (int) c->body.len, c->body.data);
+        snprintf(hline, sizeof hline, "X-aws-ec2-metadata-token: %.*s", (int) x.body.len, x.body.data);
         c->token_header = curl_slist_append(NULL, hline);
         explicit_bzero(hline, sizeof hline);
+        if (c->token_header) {
+                memcpy(c->token, x.body.data, x.body.len);
+                c->token[x.body.len] = 0;
+        }
+        explicit_bzero(x.body.data, x.body.len);
+        http_body_done(&x.body);
         if (!c->token_header)
                 return -ENOMEM;
-        memcpy(c->token, c->body.data, c->body.len);
-        c->token[c->body.len] = 0;
-        explicit_bzero(c->body.data, c->body.len);
         c->have_token = true;
         c->token_refresh_at = start + life - margin;
         c->v2_failures = 0;
@@ -269,47 +338,90 @@ static int token_ensure(struct imds *c, bool force) {
         return 0;
 }
 
-int imds_get(struct imds *c, const char *path, char **ret_body, size_t *ret_len) {
-        long status = 0;
+/* Sends the GETs marked in want[], all at once, with the current token;
+ * what an earlier send of the same ones brought is dropped. */
+static void send_gets(struct imds *c, struct xfer *x, const bool *want, size_t n) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (!want[i])
+                        continue;
+                http_body_done(&x[i].body);
+                x[i].status = 0;
+                x[i].r = xfer_add(c, &x[i], false, c->token_header);
+                m += x[i].r == 0;
+        }
+        if (m)
+                xfer_run(c, x, n);
+}
+
+/* The token could not be had: the requests marked in want[] end with its
+ * error and the PUT's status, as imds_get() reports them. */
+static void fail_gets(struct imds *c, struct xfer *x, const bool *want, size_t n, int r) {
+        for (size_t i = 0; i < n; i++)
+                if (want[i]) {
+                        http_body_done(&x[i].body);
+                        x[i].r = r;
+                        x[i].status = c->last_status;
+                }
+}
+
+int imds_get_many(struct imds *c, struct imds_answer *a, size_t n) {
+        struct xfer x[IMDS_GET_MANY_MAX];
+        bool want[IMDS_GET_MANY_MAX] = {}, retry = false;
         int r;
 
-        for (const char *p = path; *p; p++)
-                if (!isalnum((unsigned char) *p) && !strchr("/-_.", *p))
-                        return -EINVAL;
-
+        if (n > IMDS_GET_MANY_MAX)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                x[i] = (struct xfer) { .path = a[i].path, .r = path_valid(a[i].path) ? 0 : -EINVAL };
+                want[i] = x[i].r == 0;
+        }
         r = token_ensure(c, false);
         if (r < 0)
-                return r;
-        r = request(c, path, false, c->token_header, &status);
-        if (r == 0 && status == 401 && c->mode != IMDS_MODE_V1_ONLY) {
+                fail_gets(c, x, want, n, r);
+        else {
+                send_gets(c, x, want, n);
+                for (size_t i = 0; i < n; i++) {
+                        want[i] = want[i] && x[i].r == 0 && x[i].status == 401 && c->mode != IMDS_MODE_V1_ONLY;
+                        retry = retry || want[i];
+                }
+        }
+        if (retry) {
                 /* Expired/unknown token, or v1 refused: one fresh token, one retry. */
                 token_forget(c);
                 r = token_ensure(c, true);
                 if (r < 0)
-                        return r;
-                if (c->have_token)
-                        r = request(c, path, false, c->token_header, &status);
+                        fail_gets(c, x, want, n, r);
+                else if (c->have_token)
+                        send_gets(c, x, want, n);
         }
+        for (size_t i = 0; i < n; i++) {
+                a[i].r = outcome(x[i].r, x[i].status);
+                a[i].status = x[i].status;
+                a[i].body = NULL;
+                a[i].len = 0;
+                if (a[i].r < 0) {
+                        http_body_done(&x[i].body);
+                        continue;
+                }
+                a[i].body = x[i].body.data ? TAKE_PTR(x[i].body.data) : strdup("");
+                a[i].len = x[i].body.len;
+                if (!a[i].body)
+                        a[i].r = -ENOMEM;
+        }
+        return 0;
+}
+
+int imds_get(struct imds *c, const char *path, char **ret_body, size_t *ret_len) {
+        struct imds_answer a = { .path = path };
+        int r = imds_get_many(c, &a, 1);
         if (r < 0)
                 return r;
-        switch (status) {
-        case 200:
-                break;
-        case 404:
-                return -ENOENT;
-        case 401:
-                return -EACCES;
-        default:
-                return -EPROTO;
-        }
-        char *b = malloc(c->body.len + 1);
-        if (!b)
-                return -ENOMEM;
-        memcpy(b, c->body.data ? c->body.data : "", c->body.len);
-        b[c->body.len] = 0;
-        *ret_body = b;
+        if (a.r < 0)
+                return a.r;
+        *ret_body = a.body;
         if (ret_len)
-                *ret_len = c->body.len;
+                *ret_len = a.len;
         return 0;
 }
 

@@ -1,10 +1,12 @@
 /* Client for the EC2 instance metadata service (IMDS) and parsers for the
  * payloads it serves. No policy: callers decide what a notice means.
  *
- * One client owns one curl easy handle, so polls reuse one kept-alive
- * connection. It speaks IMDSv2 (session token, refreshed before expiry and on
- * 401) and falls back to IMDSv1 when the token PUT fails, retrying v2 with
- * backoff rather than on every request. Not thread-safe. */
+ * One client owns one curl multi handle: requests reuse kept-alive
+ * connections (a real instance closes each one after its answer), and
+ * imds_get_many() sends a poll round's requests at once. It speaks IMDSv2
+ * (session token, refreshed before expiry and on 401) and falls back to
+ * IMDSv1 when the token PUT fails, retrying v2 with backoff rather than on
+ * every request. Not thread-safe. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -51,6 +53,22 @@ struct imds *imds_free(struct imds *c);
  * other statuses -> -EPROTO (see imds_last_status()); oversized -> -EFBIG;
  * transport errors as http_curl_errno(). */
 int imds_get(struct imds *c, const char *path, char **ret_body, size_t *ret_len);
+
+/* One request of imds_get_many(). */
+struct imds_answer {
+        const char *path; /* in: relative to /latest/ */
+        int r;            /* out: what imds_get() would return for it */
+        long status;      /* out: HTTP status of its last request (or of a failed token PUT), 0 if none */
+        char *body;       /* out when r == 0: NUL-terminated, the caller frees */
+        size_t len;
+};
+#define IMDS_GET_MANY_MAX 8
+
+/* imds_get() for up to IMDS_GET_MANY_MAX paths at once, each on a connection
+ * of its own: one wait for all the answers instead of one per request, and
+ * one token refresh for all those answered 401. Returns 0 with every
+ * answer's outcome set, or -EINVAL when n is too large. */
+int imds_get_many(struct imds *c, struct imds_answer *a, size_t n);
 
 long imds_last_status(const struct imds *c);
 /* True while requests carry a session token. */

@@ -54,7 +54,7 @@ struct imds_sim {
         pthread_cond_t wake; /* broadcast on stop, to cut sim_sleep() short */
         bool stopping;
 
-        bool require_v2;
+        bool require_v2, real_headers;
         enum imds_sim_token_mode token_mode;
         unsigned max_ttl;
         char *instance_id;
@@ -141,6 +141,17 @@ static void fmt_event_time(time_t t, char buf[static 40]) {
         gmtime_r(&t, &tm);
         snprintf(buf, 40, "%d %s %d %02d:%02d:%02d GMT", tm.tm_mday, months[tm.tm_mon],
                  tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+/* "Wed, 17 Jul 2019 21:02:29 GMT" (RFC 9110), locale-proof like fmt_event_time(). */
+static void fmt_http_date(time_t t, char buf[static 40]) {
+        static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+        static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(buf, 40, "%s, %02d %s %d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
+                 months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 /* Returns false when the simulator is stopping. */
@@ -231,13 +242,14 @@ static void answer_token(struct imds_sim *s, struct MHD_Connection *c, const cha
         a->ttl = granted;
 }
 
-static bool token_valid(struct imds_sim *s, const char *tok) {
+/* 0 when invalid or expired, else the seconds the token has left (at least 1). */
+static unsigned token_left(struct imds_sim *s, const char *tok) {
         uint64_t now = mono();
         for (size_t i = 0; i < TOKEN_SLOTS; i++)
                 if (s->tokens[i].text[0] && now < s->tokens[i].expires &&
                     strcmp(s->tokens[i].text, tok) == 0)
-                        return true;
-        return false;
+                        return (unsigned)((s->tokens[i].expires - now) / USEC_PER_SEC) + 1;
+        return 0;
 }
 
 static void identity_document(struct imds_sim *s, struct answer *a) {
@@ -275,7 +287,8 @@ static void answer_get(struct imds_sim *s, struct MHD_Connection *c, const char 
         }
         /* A token that is present is always checked, v2 required or not. */
         const char *tok = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-aws-ec2-metadata-token");
-        if (tok ? !token_valid(s, tok) : s->require_v2) {
+        unsigned left = tok ? token_left(s, tok) : 0;
+        if (tok ? !left : s->require_v2) {
                 s->n_unauth++;
                 xhtml(a, 401, "Unauthorized");
                 return;
@@ -313,6 +326,8 @@ static void answer_get(struct imds_sim *s, struct MHD_Connection *c, const char 
                 ok_text(a, "autoscaling/\nevents/\ninstance-id\nspot/");
         } else
                 xhtml(a, 404, "Not Found");
+        if (s->real_headers)
+                a->ttl = left;
 }
 
 /* ---- faults ---- */
@@ -389,6 +404,13 @@ static enum MHD_Result send_answer(struct imds_sim *s, struct MHD_Connection *c,
         if (!r) return MHD_NO;
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->ctype);
         MHD_add_response_header(r, MHD_HTTP_HEADER_SERVER, "EC2ws");
+        if (s->real_headers) {
+                char lm[40];
+                fmt_http_date(s->started, lm);
+                MHD_add_response_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "none");
+                MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, lm);
+                MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        }
         if (a->allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, a->allow);
         if (a->ttl) {
                 char v[16];
@@ -522,6 +544,7 @@ int imds_sim_start_port(const struct imds_sim_options *o, uint16_t port, struct 
 
         s->started = time(NULL);
         s->require_v2 = o && o->require_v2;
+        s->real_headers = o && o->real_headers;
         s->token_mode = o ? o->token_mode : SIM_TOKEN_OK;
         s->max_ttl = o && o->max_token_ttl && o->max_token_ttl < TOKEN_TTL_MAX
                              ? o->max_token_ttl : TOKEN_TTL_MAX;

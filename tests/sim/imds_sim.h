@@ -38,6 +38,11 @@ struct imds_sim_options {
         enum imds_sim_token_mode token_mode;
         unsigned max_token_ttl;  /* cap on the TTL granted (0: 21600) */
         const char *instance_id; /* default "i-0123456789abcdef0" */
+        /* Answer with the headers a real instance sends: Accept-Ranges,
+         * Last-Modified, Date, Server, the token's remaining TTL on answers to
+         * a request that carried one, and Connection: close (a real instance
+         * closes the connection after every answer, keep-alive asked or not). */
+        bool real_headers;
 };
 
 /* Starts on 127.0.0.1 with an ephemeral port. 0 or -errno. NULL options:
