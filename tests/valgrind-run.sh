@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Valgrind memcheck over the integration tests: test_integration, test_handle
-# and test_rescale run as usual, but every spotd they start runs under
+# Valgrind memcheck over the integration tests: test_integration, test_handle,
+# test_lifecycle and test_rescale run as usual, but every spotd they start runs under
 # valgrind (SPOTD_TEST_WRAPPER, read by tests/helpers.h). A memory error or a
 # definite leak in a spotd makes valgrind exit 99; the tests assert exit 0
 # and tests/helpers.h also prints any report it finds in spotd's output as
@@ -23,7 +23,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 fail=0
-for t in test_integration test_handle test_rescale; do
+for t in test_integration test_handle test_lifecycle test_rescale; do
   start=$SECONDS
   if ! "$build/tests/$t" --jobs 1 --ascii 2>&1 | tee "$log"; then
     echo "valgrind: $t failed" >&2
