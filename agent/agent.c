@@ -40,6 +40,11 @@ struct round {
         struct detect_result res[_EVENT_KIND_MAX];
         long status[_EVENT_KIND_MAX + 1]; /* out: HTTP status of each source's last request, the instance id's last */
         bool tok;
+        /* The round thread's own: each source's last answer (200 only), so
+         * one unchanged since the last round is not parsed again; r[] and
+         * res[] still hold its result (the main thread only reads them). */
+        char *body[_EVENT_KIND_MAX];
+        size_t len[_EVENT_KIND_MAX];
 };
 
 struct agent {
@@ -316,9 +321,24 @@ static bool round_quitting(struct agent *a) {
         return q;
 }
 
+/* A source not asked this round (or about to be parsed afresh). */
+static void round_forget(struct round *rd, enum event_kind k) {
+        rd->r[k] = -ECANCELED;
+        rd->res[k] = (struct detect_result) {};
+        free(rd->body[k]);
+        rd->body[k] = NULL;
+        rd->len[k] = 0;
+}
+
 /* The round thread's half of a poll round: the requests, nothing else of
- * the agent. A stop is honoured between requests. */
+ * the agent. The sources are asked at once (one wait per round, and on a
+ * real instance, which closes every connection, the connections are set up
+ * side by side). A stop is honoured between the instance id and the rest. */
 static void fetch_round(struct agent *a, struct round *rd) {
+        struct imds_answer ans[_EVENT_KIND_MAX];
+        enum event_kind kind[_EVENT_KIND_MAX];
+        size_t n = 0;
+
         rd->known = rd->have_instance;
         if (!rd->have_instance) {
                 rd->id_r = agent_instance_id(a->imds, rd->instance, sizeof rd->instance);
@@ -327,13 +347,36 @@ static void fetch_round(struct agent *a, struct round *rd) {
                         snprintf(rd->instance, sizeof rd->instance, "%.63s", a->cfg->node_name);
                 rd->known = rd->id_r >= 0 || rd->id_r == -ENOENT || rd->id_r == -EINVAL;
         }
-        /* Ids need the instance; without it this round only probes. */
+        /* Ids need the instance; without it this round only probes. The
+         * instance never changes once known, so neither do the events an
+         * unchanged answer makes. */
+        bool go = rd->known && !round_quitting(a);
         for (int k = 0; k < _EVENT_KIND_MAX; k++)
-                if (rd->known && a->cfg->watch[k] && !round_quitting(a)) {
-                        rd->r[k] = detect_source(a->imds, k, rd->instance, a->cfg->asg_deadline, &rd->res[k]);
-                        rd->status[k] = imds_last_status(a->imds);
+                if (go && a->cfg->watch[k]) {
+                        ans[n] = (struct imds_answer) { .path = detect_path(k) };
+                        kind[n++] = k;
                 } else
-                        rd->r[k] = -ECANCELED, rd->res[k] = (struct detect_result) {};
+                        round_forget(rd, k);
+        int r = n > 0 ? imds_get_many(a->imds, ans, n) : 0;
+        for (size_t i = 0; i < n; i++) {
+                enum event_kind k = kind[i];
+                if (r < 0) {
+                        round_forget(rd, k);
+                        continue;
+                }
+                _cleanup_free_ char *body = ans[i].body;
+                rd->status[k] = ans[i].status;
+                if (ans[i].r == 0 && rd->body[k] && ans[i].len == rd->len[k] &&
+                    memcmp(body, rd->body[k], ans[i].len) == 0)
+                        continue;
+                round_forget(rd, k);
+                rd->r[k] = detect_answer(k, ans[i].r, body, ans[i].len, rd->instance, a->cfg->asg_deadline,
+                                         &rd->res[k]);
+                if (ans[i].r == 0) {
+                        rd->body[k] = TAKE_PTR(body);
+                        rd->len[k] = ans[i].len;
+                }
+        }
         rd->tok = imds_using_token(a->imds);
 }
 
@@ -356,6 +399,8 @@ static void *round_thread(void *userdata) {
                 }
         }
         pthread_mutex_unlock(&a->round_lock);
+        for (int k = 0; k < _EVENT_KIND_MAX; k++)
+                round_forget(&a->round, k);
         return NULL;
 }
 

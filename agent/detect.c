@@ -29,12 +29,17 @@ int detect_source(struct imds *imds, enum event_kind k, const char *instance, us
         size_t len = 0;
         int r;
 
+        r = k < _EVENT_KIND_MAX ? imds_get(imds, paths[k], &body, &len) : -EINVAL;
+        return detect_answer(k, r, body, len, instance, asg_grace, ret);
+}
+
+int detect_answer(enum event_kind k, int r, const char *body, size_t len, const char *instance,
+                  usec_t asg_grace, struct detect_result *ret) {
         ret->n = 0;
         ret->state[0] = 0;
         ret->why = NULL;
         ret->excerpt[0] = 0;
 
-        r = imds_get(imds, paths[k], &body, &len);
         if (r == -ENOENT)
                 return 0;
         if (r < 0)

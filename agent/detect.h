@@ -23,3 +23,8 @@ const char *detect_path(enum event_kind k);
  * deadline assumed for an ASG termination. */
 int detect_source(struct imds *imds, enum event_kind k, const char *instance, usec_t asg_grace,
                   struct detect_result *ret);
+
+/* The second half of detect_source(), for an answer fetched already (with
+ * imds_get_many()): r, body and len as imds_get() returned them. */
+int detect_answer(enum event_kind k, int r, const char *body, size_t len, const char *instance,
+                  usec_t asg_grace, struct detect_result *ret);
