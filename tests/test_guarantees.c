@@ -311,6 +311,21 @@ Test(guarantees, pdb_not_hammered) {
         stop_agent(&p);
 }
 
+/* A PDB that never gives way: the pod is deleted (--force-delete) at the
+ * deadline minus the margin, 17 s before the instance goes, not at the
+ * deadline. */
+Test(guarantees, pdb_blocked_pod_forced_at_the_margin) {
+        struct proc p;
+        k8s_sim_add_pod(kube, "flink", "orders-taskmanager-1-1", "node-a", TM("orders"), 30, "Deployment");
+        k8s_sim_add_pdb(kube, "flink", "orders-tm", "app=orders", 0);
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 20, 0);
+        cr_assert_eq(proc_spawn(&p, AGENT("--log-level=info", "--eviction-margin=17s", "--force-delete"), NULL), 0);
+        cr_assert(eventually(k8s_sim_deletes(kube, "flink", "orders-taskmanager-1-1") == 1, 12000),
+                  "not deleted by the margin:\n%s", k8s_sim_log(kube));
+        cr_assert_eq(k8s_sim_evictions(kube, "flink", "orders-taskmanager-1-1"), 0);
+        stop_agent(&p);
+}
+
 /* ---- Flink: what is restored, and what is kept ---- */
 
 /* An operator raises the bound spotd lowered, while the job moves: the
