@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 
 #include "helpers.h"
+#include "flink_sim.h"
 #include "simargs.h"
 
 static struct imds_sim *imds;
@@ -214,4 +215,59 @@ Test(lifecycle, fence_never_waits_for_an_event) {
         cr_assert_eq(k8s_sim_events(kube, NULL), 0, "the Events are still held back");
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
+}
+
+static void on_terminate(void *ud, const char *ns, const char *name, const char *ip) {
+        flink_sim_pod_terminating(ud, name, ip);
+}
+
+/* A cancel after the bounds were lowered gives them back: the job's upper
+ * bound returns to its original, the record of it leaves the node, and so
+ * does the fence. The instance stays, so the job may grow back at once. */
+Test(lifecycle, cancel_after_lowering_restores_the_bounds) {
+        struct proc p;
+        struct flink_sim *fl;
+        char url[64];
+        cr_assert_eq(flink_sim_start(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 50 },
+                                     &fl), 0);
+        k8s_sim_set_terminate_hook(kube, on_terminate, fl);
+        flink_sim_url(fl, url, sizeof url);
+        k8s_sim_add_node(kube, "node-b", NULL);
+        k8s_sim_add_pod(kube, "flink", "orders-taskmanager-1-3", "node-b", TM("orders"), 30, "Deployment");
+        k8s_sim_add_pod(kube, "flink", "orders-taskmanager-1-4", "node-b", TM("orders"), 30, "Deployment");
+        for (int i = 1; i <= 4; i++) {
+                char name[64], ip[48];
+                snprintf(name, sizeof name, "orders-taskmanager-1-%d", i);
+                k8s_sim_set_pod_annotation(kube, "flink", name, "spotd.io/flink-rest-url", url);
+                k8s_sim_pod_ip(kube, "flink", name, ip, sizeof ip);
+                flink_sim_add_taskmanager(fl, name, ip, 2);
+        }
+        /* A PDB holds the evictions back, so the event is still running when canceled. */
+        k8s_sim_add_pdb(kube, "flink", "orders-tm", "app=orders", 0);
+        flink_sim_add_job(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90", "orders");
+        flink_sim_add_vertex(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90", "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a", "all", 8, 128, NULL);
+        cr_assert_eq(proc_spawn(&p, AGENT("--eviction-margin=10s", "--checkpoint-fresh=0s", "--flink-url-allow=127.0.0.1"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000), "%s", p.out);
+        imds_sim_add_scheduled(imds, "instance-reboot", "active", "instance-event-0c05", time(NULL) + 3600, 0);
+        unsigned lo = 0, up = 0;
+        /* 1.18: the PUT follows the first eviction attempt's gate within 5 s even when a PDB blocks. */
+        cr_assert(eventually((flink_sim_bounds(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90", "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a", &lo, &up), up == 4),
+                             20000), "not lowered: %s", p.out);
+        imds_sim_clear_scheduled(imds);
+        imds_sim_add_scheduled(imds, "instance-reboot", "canceled", "instance-event-0c05", time(NULL) + 3600, 0);
+        cr_assert(eventually(node_clean(), 20000), "%s", p.out);
+        cr_assert(eventually((flink_sim_bounds(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90", "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a", &lo, &up), up == 8),
+                             20000), "not restored (upper %u): %s", up, p.out);
+        cr_assert(eventually(({
+                char *n = k8s_sim_node_json(kube, "node-a");
+                bool none = !strstr(n, "flink.spotd.io/");
+                free(n);
+                none;
+        }), 10000), "the record of the originals stays on the node");
+        cr_assert_eq(k8s_sim_evictions(kube, "flink", "orders-taskmanager-1-1") + k8s_sim_evictions(kube, "flink", "orders-taskmanager-1-2"),
+                     0, "blocked by the PDB, never accepted");
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+        k8s_sim_set_terminate_hook(kube, NULL, NULL);
+        flink_sim_stop(fl);
 }
