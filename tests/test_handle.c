@@ -200,13 +200,15 @@ Test(handle, pdb_forever_force_delete) { pdb_forever(true); }
 Test(handle, restart_mid_drain_never_evicts_twice) {
         struct proc p;
         k8s_sim_add_node(kube, "node-a", NULL);
-        /* Grace 200 s at 20 ms a second: 4 s of terminating. */
+        /* Grace 400 s at 20 ms a second: 8 s of terminating (32 s under
+         * valgrind's time scale), for the restarted agent to find them
+         * still terminating however slowly it starts. */
         for (int i = 1; i <= 4; i++) {
                 char n[64];
                 snprintf(n, sizeof n, "orders-taskmanager-1-%d", i);
-                k8s_sim_add_pod(kube, "flink", n, "node-a", TM_NATIVE("orders"), 200, "Deployment");
+                k8s_sim_add_pod(kube, "flink", n, "node-a", TM_NATIVE("orders"), (unsigned) test_ms(400), "Deployment");
         }
-        imds_sim_set_spot(imds, "terminate", time(NULL) + 600, 0);
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 3600, 0);
         cr_assert_eq(proc_spawn(&p, AGENT("--eviction-margin=10s"), NULL), 0);
         cr_assert(proc_wait_for_n(&p, "Evicted pod", 4, 10000), "%s", p.out);
         kill(p.pid, SIGKILL); /* as an OOM kill would */
