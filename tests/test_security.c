@@ -487,7 +487,7 @@ static void no_secret_anywhere(enum target target) {
         free(body);
         body = NULL;
         /* The start-up read used the first token: the next request gets a 401 and re-reads it. */
-        usleep(200 * 1000);
+        cr_assert(eventually(k8s_sim_requests(kube, "GET", "/api/v1/nodes/node-a") >= 1, 5000), "%s", p.out);
         k8s_sim_rotate_token(kube, KUBE_TOKEN_ROTATED);
         imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
 
