@@ -252,6 +252,9 @@ Test(imds_client, get_many_answers_each_path_at_once) {
         struct imds *c = client(IMDS_MODE_AUTO, USEC_PER_SEC);
         imds_sim_set_spot(sim, "stop", 1795607933, 0);
         imds_sim_set_lifecycle(sim, "InService");
+        /* Every GET answered 300 ms late: none can free its connection for
+         * another, so only GETs in flight together make three connections. */
+        imds_sim_set_fault(sim, "meta-data/", SIM_FAULT_SLOW, 300, 0);
         struct imds_answer a[] = {
                 { .path = SPOT },
                 { .path = "meta-data/events/recommendations/rebalance" },
