@@ -220,7 +220,7 @@ struct cell {
 
         /* Results. */
         unsigned probes, probes_bad;
-        bool alive, exit0, handled, in_time, detected, fenced, restored, degraded;
+        bool alive, exit0, handled, detected, fenced, restored, degraded;
         unsigned gone, evictions, errors, warnings, peer_lines, put_count, deliveries_failed, deliveries_ok;
         unsigned sink_requests;                  /* attempts as spotd logs them */
         unsigned sink_seen, sink_notices, sink_completions; /* what the sink itself received */
@@ -470,15 +470,15 @@ static void *cell_main(void *ud) {
         if (!c->notice_at)
                 goto stop;
 
-        /* The summary follows the "done" annotation; it must come before the deadline. */
+        /* The summary follows the "done" annotation. How long it took is
+         * printed, not asserted (no timed assertions): that spotd gives up
+         * or forces at the margin, before the deadline, is the margin tests'
+         * business (test_guarantees, test_handle). */
         c->handled = CELL_WAIT(c, count_lines(c->p.out, NULL, MSG_DONE, NULL) > 0, (DEADLINE_S + 10) * 1000);
         usec_t took = now_monotonic() - c->notice_at;
-        c->in_time = c->handled && took < (usec_t) DEADLINE_S * USEC_PER_SEC;
         c->handling_s = (double) took / 1e6;
         if (!c->handled)
                 cell_fail(c, "no summary within %d s of the notice", DEADLINE_S + 10);
-        else if (!c->in_time)
-                cell_fail(c, "handled after the deadline (%.1f s)", c->handling_s);
 
         if (c->peer == PEER_WEBHOOK) {
                 /* Each delivery ends in one line: accepted, or failed after its attempts. */
