@@ -23,8 +23,11 @@ static struct k8s_sim *kube;
 static struct flink_sim *fl;
 static struct sim_args simargs;
 
+/* Only the cluster's own namespace holds its TaskManagers: a pod of
+ * another namespace that shares a name is not one of them. */
 static void on_terminate(void *ud, const char *ns, const char *name, const char *ip) {
-        flink_sim_pod_terminating(ud, name, ip);
+        if (strcmp(ns, "flink") == 0)
+                flink_sim_pod_terminating(ud, name, ip);
 }
 
 static void start_sims(const struct flink_sim_options *fo) {
@@ -62,6 +65,16 @@ static void add_tms(const char *node, int from, int n) {
 #define AGENT(node, imds_arg, ...) (char *[]) { "spotd", "run", imds_arg, simargs.api, simargs.ca, simargs.token, "--node-name=" node, \
         "--poll-interval=50ms", "--log-target=stderr", "--log-format=json", "--health-addr=off",                    \
         "--eviction-margin=10s", "--checkpoint-fresh=0s", "--flink-url-allow=127.0.0.1", ##__VA_ARGS__, NULL }
+
+/* The restarts one reclaim cost a job, as the JobManager counted them:
+ * failovers (a TaskManager lost: restart from the checkpoint) and rescales
+ * in place. Waited for, since a restart may still be under way. */
+#define assert_restarts(jid, failovers, rescales)                                                                        \
+        cr_assert(eventually(flink_sim_restarts(fl, jid) == (failovers) && flink_sim_rescales(fl, jid) == (rescales) &&      \
+                                     strcmp(flink_sim_job_state(fl, jid), "RUNNING") == 0,                                 \
+                             15000),                                                                                       \
+                  "%s: %u failovers, %u rescales (expected %u and %u), %s", jid, flink_sim_restarts(fl, jid),             \
+                  flink_sim_rescales(fl, jid), (unsigned) (failovers), (unsigned) (rescales), flink_sim_job_state(fl, jid))
 
 static unsigned upper(const char *jid, const char *vid) {
         unsigned lo = 0, up = 0;
@@ -223,6 +236,10 @@ Test(rescale, default_scheduler_plain_eviction) {
         cr_assert(proc_wait_for(&p, "handled: 1 TaskManager pods gone", 10000), "%s", p.out);
         cr_assert(strstr(p.out, "the job runs the default scheduler"), "%s", p.out);
         cr_assert_eq(flink_sim_puts(fl, JOB1), 0, "no PUT to a default scheduler");
+        /* Flink's own failover, once; with no slot left the job waits for
+         * new TaskManagers in RESTARTING. */
+        cr_assert(eventually(flink_sim_restarts(fl, JOB1) == 1, 10000));
+        cr_assert_eq(flink_sim_rescales(fl, JOB1), 0);
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
@@ -251,6 +268,7 @@ Test(rescale, restart_mid_plan_restores_originals) {
         cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds), NULL), 0);
         cr_assert(proc_wait_for(&p, "Restored the original bounds", 20000), "%s", p.out);
         cr_assert_eq(upper(JOB1, VA), 8, "the restarted agent restored the recorded original");
+        assert_restarts(JOB1, 1, 0); /* the restarted agent added no restart */
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
@@ -425,6 +443,7 @@ Test(rescale, restart_after_taskmanagers_gone_restores_from_annotation) {
         cr_assert(proc_wait_for(&p, "Restoring the bounds an earlier run lowered", 10000), "%s", p.out);
         cr_assert(proc_wait_for(&p, "Restored the original bounds", 20000), "%s", p.out);
         cr_assert_eq(upper(JOB1, VA), 8, "the restarted agent restored the recorded original");
+        assert_restarts(JOB1, 1, 0); /* the restarted agent added no restart */
         cr_assert(eventually(({
                                 char *n = k8s_sim_node_json(kube, "node-a");
                                 bool cleared = n && !strstr(n, "flink.spotd.io/");
@@ -457,6 +476,7 @@ Test(rescale, slow_discovery_answer_is_retried) {
         cr_assert_eq(flink_sim_violations(fl), 0, "%s", flink_sim_log(fl));
         cr_assert_eq(upper(JOB1, VA), 8, "restored");
         cr_assert_null(strstr(p.out, "without rescaling"), "%s", p.out);
+        assert_restarts(JOB1, 1, 0);
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
@@ -484,6 +504,7 @@ Test(rescale, foreign_namespace_pod_cannot_lower_a_job) {
         cr_assert_eq(flink_sim_checkpoints_triggered(fl, JOB1), 0, "%s", p.out);
         cr_assert_eq(flink_sim_puts(fl, JOB1), 0, "%s", p.out);
         cr_assert_eq(upper(JOB1, VA), 8);
+        assert_restarts(JOB1, 0, 0); /* none of its TaskManagers left */
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
