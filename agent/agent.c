@@ -393,10 +393,14 @@ static void *round_thread(void *userdata) {
                 fetch_round(a, &a->round);
                 pthread_mutex_lock(&a->round_lock);
                 a->round_done = true;
+                pthread_mutex_unlock(&a->round_lock);
+                /* Signalled with the lock free: the main thread, woken on the
+                 * other core, must not wake into a held lock and sleep again. */
                 uint64_t one = 1;
                 if (write(a->round_fd, &one, sizeof one) < 0) {
                         /* a full eventfd is signalled all the same */
                 }
+                pthread_mutex_lock(&a->round_lock);
         }
         pthread_mutex_unlock(&a->round_lock);
         for (int k = 0; k < _EVENT_KIND_MAX; k++)
