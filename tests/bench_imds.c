@@ -1,15 +1,27 @@
 /* Benchmark of the idle path and of detection, printed as figures (no
- * assertions: these machines are noisy). Runs the real spotd binary against
- * the IMDS simulator on loopback.
+ * assertions in the test suite: these machines are noisy). Runs the real
+ * spotd binary against the IMDS simulator on loopback.
  *
- *   bench_imds [--requests N] [--trials-default N] [--trials-100ms N]
+ *   bench_imds [--requests N] [--runs N] [--interval D] [--service real|sim|both]
+ *              [--trials-default N] [--trials-100ms N]
  *
  * 1. CPU (user+sys of the spotd process) per metadata request over at least
- *    N requests, all four sources enabled, polling every 1 ms; private memory
- *    (RssAnon) after warm-up and at the end, and peak RSS (VmHWM).
+ *    N requests (default 6000), all four sources enabled, polling every D
+ *    (default 10ms), IMDSv2 required; private memory (RssAnon) after warm-up
+ *    and at the end, and peak RSS (VmHWM); a fresh spotd per run, the median
+ *    of the runs (default 3) is the figure. Against two services:
+ *    - real: what a real instance with notices pending serves: a spot
+ *      instance-action, a rebalance recommendation, a scheduled maintenance
+ *      event, lifecycle state InService, with a real instance's headers
+ *      (token TTL, Last-Modified, Connection: close: one connection per
+ *      request);
+ *    - sim: the simulator's defaults: nothing pending (404s), keep-alive.
+ *    Exits 3 when a median misses the design budget of 100 us per request
+ *    (1: a setup failure, 2: bad usage).
  * 2. Notice-to-detection latency (p50/p99/max) at the default 1 s interval
- *    and at 100 ms: the notice is posted at a random phase of the poll cycle;
- *    detection is the moment the notice line is read from spotd's output. */
+ *    and at 100 ms (0 trials: skipped): the notice is posted at a random
+ *    phase of the poll cycle; detection is the moment the notice line is
+ *    read from spotd's output. */
 #include <math.h>
 #include <stdint.h>
 
@@ -60,45 +72,91 @@ static double pct(const double *v, size_t n, double p) {
         return v[i < n ? i : n - 1];
 }
 
-static int bench_cpu(unsigned long requests) {
+#define CPU_TARGET_US 100.0
+
+/* Serves what a real instance with every kind of notice pending serves. */
+static void serve_pending_notices(struct imds_sim *sim) {
+        time_t now = time(NULL);
+        imds_sim_set_spot(sim, "terminate", now + 120, 0);
+        imds_sim_set_rebalance(sim, now - 60, 0);
+        imds_sim_add_scheduled(sim, "system-reboot", "active", "instance-event-0123456789abcdef0", now + 7 * 86400,
+                               now + 7 * 86400 + 7200);
+        imds_sim_set_lifecycle(sim, "InService");
+}
+
+/* One spotd against a fresh simulator: 0 with the CPU per request in
+ * *ret_us, or 1 on a setup failure. */
+static int cpu_run(bool real, unsigned long requests, const char *interval, double *ret_us) {
         struct imds_sim *sim;
         struct proc p;
-        char url[64], ep[128];
+        char url[64], ep[128], iv[64];
 
-        if (imds_sim_start(&(struct imds_sim_options) { .require_v2 = true }, &sim) < 0)
+        if (imds_sim_start(&(struct imds_sim_options) { .require_v2 = true, .real_headers = real }, &sim) < 0)
                 return 1;
+        if (real)
+                serve_pending_notices(sim);
         imds_sim_url(sim, url, sizeof url);
         snprintf(ep, sizeof ep, "--imds-endpoint=%s", url);
-        if (proc_spawn(&p, (char *[]) { "spotd", "run", ep, "--node-name=bench", "--poll-interval=1ms",
-                                        "--log-target=stderr", "--health-addr=127.0.0.1:0", "--dry-run", NULL },
+        snprintf(iv, sizeof iv, "--poll-interval=%s", interval);
+        if (proc_spawn(&p, (char *[]) { "spotd", "run", ep, "--node-name=bench", iv, "--log-target=stderr",
+                                        "--health-addr=127.0.0.1:0", "--dry-run", NULL },
                        NULL) < 0)
                 return 1;
-        /* Warm-up: the first thousand requests (connection, token, page faults). */
-        while (sim_total(sim) < 1000)
+        /* Warm-up: the first thousand requests (connections, token, the
+         * notices' first handling, page faults). */
+        while (sim_total(sim) < 1000 && p.fd >= 0)
                 proc_pump(&p, 10);
         double cpu0 = proc_cpu_seconds(p.pid);
-        uint64_t req0 = sim_total(sim);
+        uint64_t req0 = sim_total(sim), conn0 = imds_sim_connections(sim);
         long anon0 = proc_status_kb(p.pid, "RssAnon"), rss0 = proc_status_kb(p.pid, "VmRSS");
         usec_t t0 = now_monotonic();
-        while (sim_total(sim) - req0 < requests)
+        while (sim_total(sim) - req0 < requests && p.fd >= 0)
                 proc_pump(&p, 10);
         double cpu1 = proc_cpu_seconds(p.pid);
-        uint64_t req1 = sim_total(sim);
+        uint64_t req1 = sim_total(sim), conn1 = imds_sim_connections(sim);
         usec_t t1 = now_monotonic();
         long anon1 = proc_status_kb(p.pid, "RssAnon"), hwm = proc_status_kb(p.pid, "VmHWM");
-        uint64_t conns = imds_sim_connections(sim);
         proc_stop(&p, SIGTERM, 5000);
+        imds_sim_stop(sim);
+        if (req1 - req0 < requests || cpu0 < 0 || cpu1 < 0) {
+                fprintf(stderr, "spotd stopped early:\n%s\n", p.out ? p.out : "");
+                proc_free(&p);
+                return 1;
+        }
+        proc_free(&p);
 
-        double per = (cpu1 - cpu0) / (double) (req1 - req0) * 1e6;
-        printf("idle polling, all 4 sources, 1 ms interval, IMDSv2 required\n");
-        printf("  requests measured        %llu in %.2f s (%llu TCP connections in all)\n",
-               (unsigned long long) (req1 - req0), (double) (t1 - t0) / 1e6, (unsigned long long) conns);
-        printf("  CPU per request          %.1f us (user+sys %.3f s)\n", per, cpu1 - cpu0);
+        *ret_us = (cpu1 - cpu0) / (double) (req1 - req0) * 1e6;
+        printf("  requests measured        %llu in %.2f s (%llu new TCP connections)\n",
+               (unsigned long long) (req1 - req0), (double) (t1 - t0) / 1e6, (unsigned long long) (conn1 - conn0));
+        printf("  CPU per request          %.1f us (user+sys %.3f s)\n", *ret_us, cpu1 - cpu0);
         printf("  private memory RssAnon   %ld KiB after warm-up, %ld KiB at end (%+ld KiB)\n", anon0, anon1,
                anon1 - anon0);
         printf("  resident set             %ld KiB after warm-up, peak VmHWM %ld KiB\n", rss0, hwm);
-        proc_free(&p);
-        imds_sim_stop(sim);
+        return 0;
+}
+
+/* The median of runs (a machine shared with other work has bursts): 0,
+ * 1 on a setup failure, 3 when the median misses CPU_TARGET_US. */
+static int bench_cpu(bool real, unsigned runs, unsigned long requests, const char *interval) {
+        double us[16];
+
+        printf("%s, all 4 sources, %s interval, IMDSv2 required\n",
+               real ? "real instance answers (spot notice, rebalance, scheduled event, InService; Connection: close)"
+                    : "simulator defaults (nothing pending, keep-alive)",
+               interval);
+        for (unsigned i = 0; i < runs; i++) {
+                printf(" run %u\n", i + 1);
+                if (cpu_run(real, requests, interval, &us[i]) != 0)
+                        return 1;
+        }
+        qsort(us, runs, sizeof *us, cmp_double);
+        double median = runs % 2 ? us[runs / 2] : (us[runs / 2 - 1] + us[runs / 2]) / 2;
+        printf("  CPU per request, median of %u: %.1f us (min %.1f, max %.1f; target <= %.0f us)\n", runs, median,
+               us[0], us[runs - 1], CPU_TARGET_US);
+        if (median > CPU_TARGET_US) {
+                printf("  MISSED: %.1f us per request is over the %.0f us budget\n", median, CPU_TARGET_US);
+                return 3;
+        }
         return 0;
 }
 
@@ -144,31 +202,49 @@ static int bench_latency(const char *interval, usec_t interval_us, unsigned tria
 }
 
 int main(int argc, char **argv) {
-        unsigned long requests = 20000;
-        unsigned trials_default = 60, trials_fast = 300;
+        unsigned long requests = 6000;
+        unsigned runs = 3, trials_default = 60, trials_fast = 300;
+        const char *interval = "10ms", *service = "both";
+        bool usage = argc % 2 == 0;
         for (int i = 1; i + 1 < argc; i += 2) {
                 if (strcmp(argv[i], "--requests") == 0)
                         requests = strtoul(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--runs") == 0)
+                        runs = (unsigned) strtoul(argv[i + 1], NULL, 10);
+                else if (strcmp(argv[i], "--interval") == 0)
+                        interval = argv[i + 1];
+                else if (strcmp(argv[i], "--service") == 0)
+                        service = argv[i + 1];
                 else if (strcmp(argv[i], "--trials-default") == 0)
                         trials_default = (unsigned) strtoul(argv[i + 1], NULL, 10);
                 else if (strcmp(argv[i], "--trials-100ms") == 0)
                         trials_fast = (unsigned) strtoul(argv[i + 1], NULL, 10);
-                else {
-                        fprintf(stderr, "usage: %s [--requests N] [--trials-default N] [--trials-100ms N]\n", argv[0]);
-                        return 2;
-                }
+                else
+                        usage = true;
         }
-        if (requests < 10000 || trials_default < 1 || trials_fast < 1) {
-                fprintf(stderr, "need at least 10000 requests and 1 trial\n");
+        bool real = strcmp(service, "real") == 0 || strcmp(service, "both") == 0;
+        bool sim = strcmp(service, "sim") == 0 || strcmp(service, "both") == 0;
+        if (usage || (!real && !sim)) {
+                fprintf(stderr, "usage: %s [--requests N] [--runs N] [--interval D] [--service real|sim|both] "
+                                "[--trials-default N] [--trials-100ms N]\n", argv[0]);
+                return 2;
+        }
+        if (requests < 1000 || runs < 1 || runs > 16) {
+                fprintf(stderr, "need at least 1000 requests and 1 to 16 runs\n");
                 return 2;
         }
         setvbuf(stdout, NULL, _IOLBF, 0);
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        int r = bench_cpu(requests);
-        if (r == 0 && trials_default)
+        /* A missed budget (3) is the exit code once everything is measured. */
+        int r = 0, missed = 0;
+        if (real && (r = bench_cpu(true, runs, requests, interval)) == 3)
+                missed = r = 3;
+        if (r != 1 && sim && (r = bench_cpu(false, runs, requests, interval)) == 3)
+                missed = r = 3;
+        if (r != 1 && trials_default)
                 r = bench_latency("1s", USEC_PER_SEC, trials_default);
-        if (r == 0 && trials_fast)
+        if (r != 1 && trials_fast)
                 r = bench_latency("100ms", 100 * USEC_PER_MSEC, trials_fast);
         curl_global_cleanup();
-        return r;
+        return r == 1 ? 1 : missed;
 }
