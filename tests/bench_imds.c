@@ -2,19 +2,22 @@
  * assertions in the test suite: these machines are noisy). Runs the real
  * spotd binary against the IMDS simulator on loopback.
  *
- *   bench_imds [--requests N] [--runs N] [--interval D] [--service real|sim|both]
+ *   bench_imds [--requests N] [--runs N] [--interval D] [--service real|pending|sim|both|all]
  *              [--trials-default N] [--trials-100ms N]
  *
  * 1. CPU (user+sys of the spotd process) per metadata request over at least
  *    N requests (default 6000), all four sources enabled, polling every D
  *    (default 10ms), IMDSv2 required; private memory (RssAnon) after warm-up
  *    and at the end, and peak RSS (VmHWM); a fresh spotd per run, the median
- *    of the runs (default 3) is the figure. Against two services:
+ *    of the runs (default 3) is the figure. Against these services ("both":
+ *    real and sim, the default; "all": the three):
  *    - real: what a real instance with notices pending serves: a spot
  *      instance-action, a rebalance recommendation, a scheduled maintenance
  *      event, lifecycle state InService, with a real instance's headers
  *      (token TTL, Last-Modified, Connection: close: one connection per
  *      request);
+ *    - pending: the same answers with the simulator's headers, over kept-alive
+ *      connections: the answers' cost without the connections';
  *    - sim: the simulator's defaults: nothing pending (404s), keep-alive.
  *    Exits 3 when a median misses the design budget of 100 us per request
  *    (1: a setup failure, 2: bad usage).
@@ -86,14 +89,24 @@ static void serve_pending_notices(struct imds_sim *sim) {
 
 /* One spotd against a fresh simulator: 0 with the CPU per request in
  * *ret_us, or 1 on a setup failure. */
-static int cpu_run(bool real, unsigned long requests, const char *interval, double *ret_us) {
+enum service { SERVICE_REAL, SERVICE_PENDING, SERVICE_SIM, _SERVICE_MAX };
+
+static const char *const service_names[_SERVICE_MAX] = { "real", "pending", "sim" };
+static const char *const service_titles[_SERVICE_MAX] = {
+        [SERVICE_REAL] = "real instance answers (spot notice, rebalance, scheduled event, InService; Connection: close)",
+        [SERVICE_PENDING] = "the same answers over kept-alive connections (simulator headers)",
+        [SERVICE_SIM] = "simulator defaults (nothing pending, keep-alive)",
+};
+
+static int cpu_run(enum service svc, unsigned long requests, const char *interval, double *ret_us) {
         struct imds_sim *sim;
         struct proc p;
         char url[64], ep[128], iv[64];
 
-        if (imds_sim_start(&(struct imds_sim_options) { .require_v2 = true, .real_headers = real }, &sim) < 0)
+        if (imds_sim_start(&(struct imds_sim_options) { .require_v2 = true, .real_headers = svc == SERVICE_REAL },
+                           &sim) < 0)
                 return 1;
-        if (real)
+        if (svc != SERVICE_SIM)
                 serve_pending_notices(sim);
         imds_sim_url(sim, url, sizeof url);
         snprintf(ep, sizeof ep, "--imds-endpoint=%s", url);
@@ -137,16 +150,13 @@ static int cpu_run(bool real, unsigned long requests, const char *interval, doub
 
 /* The median of runs (a machine shared with other work has bursts): 0,
  * 1 on a setup failure, 3 when the median misses CPU_TARGET_US. */
-static int bench_cpu(bool real, unsigned runs, unsigned long requests, const char *interval) {
+static int bench_cpu(enum service svc, unsigned runs, unsigned long requests, const char *interval) {
         double us[16];
 
-        printf("%s, all 4 sources, %s interval, IMDSv2 required\n",
-               real ? "real instance answers (spot notice, rebalance, scheduled event, InService; Connection: close)"
-                    : "simulator defaults (nothing pending, keep-alive)",
-               interval);
+        printf("%s, all 4 sources, %s interval, IMDSv2 required\n", service_titles[svc], interval);
         for (unsigned i = 0; i < runs; i++) {
                 printf(" run %u\n", i + 1);
-                if (cpu_run(real, requests, interval, &us[i]) != 0)
+                if (cpu_run(svc, requests, interval, &us[i]) != 0)
                         return 1;
         }
         qsort(us, runs, sizeof *us, cmp_double);
@@ -222,10 +232,14 @@ int main(int argc, char **argv) {
                 else
                         usage = true;
         }
-        bool real = strcmp(service, "real") == 0 || strcmp(service, "both") == 0;
-        bool sim = strcmp(service, "sim") == 0 || strcmp(service, "both") == 0;
-        if (usage || (!real && !sim)) {
-                fprintf(stderr, "usage: %s [--requests N] [--runs N] [--interval D] [--service real|sim|both] "
+        bool want[_SERVICE_MAX], any = false;
+        for (int v = 0; v < _SERVICE_MAX; v++) {
+                want[v] = strcmp(service, service_names[v]) == 0 || strcmp(service, "all") == 0 ||
+                          (strcmp(service, "both") == 0 && v != SERVICE_PENDING);
+                any = any || want[v];
+        }
+        if (usage || !any) {
+                fprintf(stderr, "usage: %s [--requests N] [--runs N] [--interval D] [--service real|pending|sim|both|all] "
                                 "[--trials-default N] [--trials-100ms N]\n", argv[0]);
                 return 2;
         }
@@ -237,10 +251,9 @@ int main(int argc, char **argv) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         /* A missed budget (3) is the exit code once everything is measured. */
         int r = 0, missed = 0;
-        if (real && (r = bench_cpu(true, runs, requests, interval)) == 3)
-                missed = r = 3;
-        if (r != 1 && sim && (r = bench_cpu(false, runs, requests, interval)) == 3)
-                missed = r = 3;
+        for (int v = 0; v < _SERVICE_MAX && r != 1; v++)
+                if (want[v] && (r = bench_cpu(v, runs, requests, interval)) == 3)
+                        missed = 3;
         if (r != 1 && trials_default)
                 r = bench_latency("1s", USEC_PER_SEC, trials_default);
         if (r != 1 && trials_fast)
