@@ -307,7 +307,11 @@ Test(guarantees, pdb_not_hammered) {
         unsigned attempts = k8s_sim_eviction_attempts(kube, "flink", "orders-taskmanager-1-1");
         uint64_t gap = k8s_sim_eviction_min_gap(kube, "flink", "orders-taskmanager-1-1");
         cr_assert_geq(attempts, 2, "refused at first, then retried");
-        cr_assert_geq(gap, 200 * USEC_PER_MSEC, "%u attempts, two of them %llu us apart", attempts, (unsigned long long) gap);
+        /* A count, not a clock: backoff from 0.5 s, doubling, fits at most a
+         * handful of tries into the PDB's 3 s (a slow machine makes fewer);
+         * retrying at once makes thousands. */
+        cr_assert_leq(attempts, 8, "%u attempts in the PDB's 3 s, two of them %llu us apart", attempts,
+                      (unsigned long long) gap);
         stop_agent(&p);
 }
 
