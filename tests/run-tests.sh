@@ -13,6 +13,8 @@ rc=0
 # The figures of the soak and of the valgrind pass (ctest shows output only on failure).
 sed -n -e '/^soak: spotd polling/,/^soak: /p' -e '/^valgrind: /p' \
   "${BUILD_DIR:-$here/../build}/Testing/Temporary/LastTest.log" 2>/dev/null || true
+# The benchmarks' smoke-run verdicts (their figures are in that log).
+sed -n '/^benchmarks: /p' "${BUILD_DIR:-$here/../build}/Testing/Temporary/LastTest.log" 2>/dev/null || true
 # The mutant check's count and time (tests/mutants/run.sh; its table is in that log).
 sed -n '/^mutants: [0-9]* run, /p' "${BUILD_DIR:-$here/../build}/Testing/Temporary/LastTest.log" 2>/dev/null || true
 
