@@ -29,21 +29,8 @@
 #include <stdint.h>
 
 #include "helpers.h"
+#include "procstat.h"
 #include "imds_sim.h"
-
-static long proc_status_kb(pid_t pid, const char *key) {
-        char path[64], line[256];
-        long v = -1;
-        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -1;
-        while (fgets(line, sizeof line, f))
-                if (strncmp(line, key, strlen(key)) == 0 && line[strlen(key)] == ':')
-                        v = atol(line + strlen(key) + 1);
-        fclose(f);
-        return v;
-}
 
 static double proc_cpu_seconds(pid_t pid) {
         char path[64], buf[2048];

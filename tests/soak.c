@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "helpers.h"
+#include "procstat.h"
 #include "imds_sim.h"
 
 #define MAX_SAMPLES 512
@@ -30,34 +31,6 @@ struct sample {
         long rss, hwm, anon; /* KiB */
         long fds;
 };
-
-static long status_kb(pid_t pid, const char *key) {
-        char path[64], line[256];
-        long v = -1;
-        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -1;
-        while (fgets(line, sizeof line, f))
-                if (strncmp(line, key, strlen(key)) == 0 && line[strlen(key)] == ':')
-                        v = atol(line + strlen(key) + 1);
-        fclose(f);
-        return v;
-}
-
-static long count_fds(pid_t pid) {
-        char path[64];
-        long n = 0;
-        snprintf(path, sizeof path, "/proc/%d/fd", (int) pid);
-        DIR *d = opendir(path);
-        if (!d)
-                return -1;
-        for (struct dirent *e; (e = readdir(d));)
-                if (e->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n;
-}
 
 static long metric(const char *body, const char *series) {
         char needle[256];
@@ -81,14 +54,14 @@ static long read_polls(unsigned port) {
  * up to a second (a leaked fd stays). */
 static bool take_sample(struct proc *p, unsigned port, usec_t t0, long ref, struct sample *s) {
         char *body = NULL;
-        s->fds = count_fds(p->pid);
+        s->fds = proc_open_fds(p->pid);
         for (int i = 0; ref > 0 && s->fds != ref && i < 20; i++) {
                 usleep(50 * 1000);
-                s->fds = count_fds(p->pid);
+                s->fds = proc_open_fds(p->pid);
         }
-        s->rss = status_kb(p->pid, "VmRSS");
-        s->hwm = status_kb(p->pid, "VmHWM");
-        s->anon = status_kb(p->pid, "RssAnon");
+        s->rss = proc_status_kb(p->pid, "VmRSS");
+        s->hwm = proc_status_kb(p->pid, "VmHWM");
+        s->anon = proc_status_kb(p->pid, "RssAnon");
         s->t = (double) (now_monotonic() - t0) / 1e6;
         bool ok = http_get_port(port, "/status", &body) == 200 && strstr(body, "\"state\":");
         free(body);

@@ -16,36 +16,10 @@
 #include <dirent.h>
 
 #include "helpers.h"
+#include "procstat.h"
 #include "simargs.h"
 
 #define RSS_ANON_SLACK_KB 64
-
-static long rss_anon_kb(pid_t pid) {
-        char path[64], line[256];
-        long v = -1;
-        snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return -1;
-        while (fgets(line, sizeof line, f))
-                if (strncmp(line, "RssAnon:", 8) == 0)
-                        v = atol(line + 8);
-        fclose(f);
-        return v;
-}
-
-static long open_fds(pid_t pid) {
-        char path[64];
-        long n = 0;
-        snprintf(path, sizeof path, "/proc/%d/fd", (int) pid);
-        DIR *d = opendir(path);
-        if (!d)
-                return -1;
-        for (struct dirent *e; (e = readdir(d));)
-                n += e->d_name[0] != '.';
-        closedir(d);
-        return n;
-}
 
 /* The node's spotd.io/event-id, "" when none. */
 static void fence_of(struct k8s_sim *kube, char *buf, size_t len) {
@@ -130,7 +104,7 @@ int main(int argc, char **argv) {
                 }
                 if (c % 100 && c != warmup && c != settle)
                         continue;
-                long anon = rss_anon_kb(p.pid), fds = open_fds(p.pid);
+                long anon = proc_status_kb(p.pid, "RssAnon"), fds = proc_open_fds(p.pid);
                 printf("%8lu %9ld %5ld%s\n", c, anon, fds, c == warmup ? "  <- warm-up done: reference" : "");
                 if (c <= warmup) {
                         max_warm_fds = fds;
