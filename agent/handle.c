@@ -79,7 +79,7 @@ struct handler {
         char rv[32];
         /* The event whose fence is on the node: an earlier run's (read at
          * start) or ours. Only its cancel may remove the fence. */
-        char fence_id[EVENT_ID_MAX], ann_phase[24];
+        char fence_id[EVENT_ID_MAX];
         time_t ann_fenced_at;
         bool ann_checked;
 
@@ -1384,7 +1384,6 @@ static void start_read(struct handler *h, struct pod *p, const struct k8s_respon
                 if (h->state != H_IDLE)
                         return;
                 strcpy(h->fence_id, ev);
-                snprintf(h->ann_phase, sizeof h->ann_phase, "%s", ph ? ph : "");
                 if (!at || parse_rfc3339(at, &h->ann_fenced_at) < 0)
                         h->ann_fenced_at = 0;
         }
