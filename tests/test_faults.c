@@ -49,7 +49,11 @@
 enum peer { PEER_IMDS, PEER_IMDS_LATE, PEER_K8S, PEER_FLINK, PEER_WEBHOOK, _PEER_MAX };
 enum fault { F_REFUSED, F_TIMEOUT, F_5XX, F_4XX, F_MALFORMED, F_OVERSIZED, F_DRIP, F_RESET, F_401, _F_MAX };
 
-static const char *const peer_names[] = { "IMDS", "IMDS (during handling)", "Kubernetes API", "Flink JobManager", "webhook" };
+/* As the README's fault matrix names the rows: its rows are these lines as printed. */
+static const char *const peer_names[] = { "IMDS (fails 3 s, notice up all along, then clears)",
+                                          "IMDS (fails from detection to the end)",
+                                          "Kubernetes API (fails 3 s from the notice, then clears)",
+                                          "Flink JobManager (fails throughout)", "webhook (fails throughout)" };
 static const char *const fault_names[] = { "refused", "timeout", "5xx", "4xx", "malformed body", "oversized body",
                                            "slow drip", "reset mid-body", "401 / expired token" };
 
