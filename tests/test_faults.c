@@ -537,6 +537,14 @@ static void *cell_main(void *ud) {
                 flink_sim_bounds(c->fl, JOB1, VA, &lo, &up);
         if (up != 8)
                 cell_fail(c, "the job's upper bound is %u, not the original 8", up);
+        /* One reclaim, one restart, whatever failed: 1.18 fails over when
+         * the TaskManagers go and takes the lowered bounds (if any) in that
+         * restart; the restore, with no new slots, changes nothing. */
+        if (c->fl) {
+                unsigned fo = flink_sim_restarts(c->fl, JOB1), rs = flink_sim_rescales(c->fl, JOB1);
+                if (fo != 1 || rs != 0)
+                        cell_fail(c, "the job restarted %u times by failover and %u by rescale, not 1 and 0", fo, rs);
+        }
 
         c->errors = count_lines(out, "err", NULL);
         c->warnings = count_lines(out, "warning", NULL);

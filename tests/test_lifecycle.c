@@ -8,6 +8,7 @@
 
 #include "helpers.h"
 #include "flink_sim.h"
+#include "restarts.h"
 #include "simargs.h"
 
 static struct imds_sim *imds;
@@ -253,6 +254,11 @@ Test(lifecycle, cancel_after_lowering_restores_the_bounds) {
         /* 1.18: the PUT follows the first eviction attempt's gate within 5 s even when a PDB blocks. */
         cr_assert(eventually((flink_sim_bounds(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90", "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a", &lo, &up), up == 4),
                              20000), "not lowered: %s", p.out);
+        /* Running at the lowered parallelism before the cancel, so that the
+         * restore is a restart of its own. */
+        cr_assert(eventually(flink_sim_vertex_parallelism(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90", "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a") == 4 &&
+                                     strcmp(flink_sim_job_state(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90"), "RUNNING") == 0,
+                             10000), "not rescaled to 4");
         imds_sim_clear_scheduled(imds);
         imds_sim_add_scheduled(imds, "instance-reboot", "canceled", "instance-event-0c05", time(NULL) + 3600, 0);
         cr_assert(eventually(node_clean(), 20000), "%s", p.out);
@@ -266,6 +272,9 @@ Test(lifecycle, cancel_after_lowering_restores_the_bounds) {
         }), 10000), "the record of the originals stays on the node");
         cr_assert_eq(k8s_sim_evictions(kube, "flink", "orders-taskmanager-1-1") + k8s_sim_evictions(kube, "flink", "orders-taskmanager-1-2"),
                      0, "blocked by the PDB, never accepted");
+        /* No TaskManager left: the job was lowered in place and grew back in
+         * place, two rescales and no failover. */
+        assert_job_restarts(fl, "a1b2c3d4e5f60718293a4b5c6d7e8f90", 0, 2);
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
         k8s_sim_set_terminate_hook(kube, NULL, NULL);

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 
 #include "flink_sim.h"
+#include "restarts.h"
 #include "helpers.h"
 #include "simargs.h"
 
@@ -66,15 +67,7 @@ static void add_tms(const char *node, int from, int n) {
         "--poll-interval=50ms", "--log-target=stderr", "--log-format=json", "--health-addr=off",                    \
         "--eviction-margin=10s", "--checkpoint-fresh=0s", "--flink-url-allow=127.0.0.1", ##__VA_ARGS__, NULL }
 
-/* The restarts one reclaim cost a job, as the JobManager counted them:
- * failovers (a TaskManager lost: restart from the checkpoint) and rescales
- * in place. Waited for, since a restart may still be under way. */
-#define assert_restarts(jid, failovers, rescales)                                                                        \
-        cr_assert(eventually(flink_sim_restarts(fl, jid) == (failovers) && flink_sim_rescales(fl, jid) == (rescales) &&      \
-                                     strcmp(flink_sim_job_state(fl, jid), "RUNNING") == 0,                                 \
-                             15000),                                                                                       \
-                  "%s: %u failovers, %u rescales (expected %u and %u), %s", jid, flink_sim_restarts(fl, jid),             \
-                  flink_sim_rescales(fl, jid), (unsigned) (failovers), (unsigned) (rescales), flink_sim_job_state(fl, jid))
+#define assert_restarts(jid, failovers, rescales) assert_job_restarts(fl, jid, failovers, rescales)
 
 static unsigned upper(const char *jid, const char *vid) {
         unsigned lo = 0, up = 0;
