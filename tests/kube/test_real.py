@@ -557,6 +557,59 @@ def test_spotd_reclaim():
         sim.stop()
 
 
+def test_spotd_resume_after_kill9():
+    """spotd killed with SIGKILL while a PDB blocks its evictions; a new
+    spotd finds its fence on the node, does not fence again, and finishes the
+    drain once the PDB allows; each pod is evicted once."""
+    ensure_chart()
+    token = token_for()
+    ns = "resume"
+    ensure_ns(ns)
+    reset_node("node-a")
+    uids = {n: mk_pod(ns, n, "node-a", TM_LABELS)["metadata"]["uid"] for n in ("flink-taskmanager-3-1", "flink-taskmanager-3-2")}
+    mk_pdb(ns, "block", 2, {"component": "taskmanager"})
+    pdb_settled(ns, "block", 0)
+    audit = Audit()
+    mark = audit.mark()
+    sim, url = imds_sim("--spot", "terminate")
+    first = spotd("node-a", url, token)
+    second = None
+    try:
+        wait_for("node-a fenced", lambda: fenced("node-a"), 15)
+        wait_for("an eviction answered 429", lambda: [e for e in audit.since(mark) if req_name(e) == "create pods/eviction"
+                                                      and e["responseStatus"]["code"] == 429], 20)
+        fence_rv = node_of("node-a")["metadata"]["annotations"]
+        first.stop(signal.SIGKILL)
+        say(f"spotd killed -9 at phase {phase('node-a')}, evictions blocked")
+        mark2 = audit.mark()
+        second = spotd("node-a", url, token)
+        wait_for("the new spotd to retry the evictions", lambda: [e for e in audit.since(mark2)
+                                                                 if req_name(e) == "create pods/eviction"], 20)
+        check(node_of("node-a")["metadata"]["annotations"].get("spotd.io/event-id") == fence_rv.get("spotd.io/event-id"),
+              "the new spotd fenced for another event id")
+        ADMIN.patch(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/block", {"spec": {"minAvailable": 0}})
+        for n, u in uids.items():
+            wait_for(f"{n} gone", lambda: pod_state(ns, n, u) == "gone", 30)
+        wait_for("phase done", lambda: phase("node-a") == "done", 30)
+        after = audit.since(mark2)
+        refence = [e for e in after if req_name(e) == "patch nodes"]
+        accepted = {}
+        for e in audit.since(mark):
+            if req_name(e) == "create pods/eviction" and e["responseStatus"]["code"] in (200, 201):
+                accepted[e["objectRef"]["name"]] = accepted.get(e["objectRef"]["name"], 0) + 1
+        check(accepted == {n: 1 for n in uids}, f"accepted evictions per pod {accepted}")
+        say(f"resumed: same event id, both pods evicted once {accepted}, phase done; "
+            f"node PATCHes by the new spotd: {len(refence)}")
+    except Failure:
+        print((second or first).tail(30))
+        raise
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+        sim.stop()
+
+
 def test_spotd_undo():
     """A scheduled reboot on node-b fences it, then turns canceled: spotd
     removes its cordon, taint and annotations (posting SpotdUnfenced)."""
@@ -727,7 +780,7 @@ def test_rbac_each_rule_needed():
 
 
 TESTS = [test_chart_podmonitor_needs_crd, test_chart_install_uninstall, test_chart_server_decides,
-         test_spotd_reclaim, test_spotd_undo, test_spotd_dry_run, test_rbac_each_rule_needed]
+         test_spotd_reclaim, test_spotd_resume_after_kill9, test_spotd_undo, test_spotd_dry_run, test_rbac_each_rule_needed]
 
 
 def main():
