@@ -18,6 +18,14 @@ sed -n '/^benchmarks: /p' "${BUILD_DIR:-$here/../build}/Testing/Temporary/LastTe
 # The mutant check's count and time (tests/mutants/run.sh; its table is in that log).
 sed -n '/^mutants: [0-9]* run, /p' "${BUILD_DIR:-$here/../build}/Testing/Temporary/LastTest.log" 2>/dev/null || true
 
+# The real-peer tests: the chart and spotd against a real kube-apiserver, etcd
+# and the disruption controller (tests/kube/README.md). The first run builds
+# the pinned binaries from their Go modules into build/kube (about 12 minutes
+# on 2 cores); later runs reuse them.
+bash "$here/kube/run.sh" "${BUILD_DIR:-$here/../build}" > "${BUILD_DIR:-$here/../build}/real-kube.log" 2>&1 || {
+  rc=1; tail -n 60 "${BUILD_DIR:-$here/../build}/real-kube.log"; }
+grep -E '^(real-kube|sim-compare): ' "${BUILD_DIR:-$here/../build}/real-kube.log" || true
+
 # The same suite again in an AddressSanitizer + UndefinedBehaviorSanitizer
 # build (its own build tree, kept between runs): the test processes and every
 # spotd they start are sanitized (tests/helpers.h passes these options on).
