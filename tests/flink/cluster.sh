@@ -113,6 +113,8 @@ appender.main.layout.type = PatternLayout
 appender.main.layout.pattern = %d{yyyy-MM-dd'T'HH:mm:ss,SSS}{UTC}Z %-5p %-60c %x - %m%n
 logger.pekko.name = org.apache.pekko
 logger.pekko.level = INFO
+logger.adaptive.name = org.apache.flink.runtime.scheduler.adaptive
+logger.adaptive.level = DEBUG
 logger.netty.name = org.jboss.netty.channel.DefaultChannelPipeline
 logger.netty.level = OFF
 EOF
