@@ -51,7 +51,9 @@ cmd_build() {
     return 0
   fi
   local prof=()
-  [ -n "$app" ] && prof=(-Papplication)
+  # flink-container is published for x.y.0 (and a few patch releases) only; its
+  # entry point works with the runtime of any patch release of the same minor.
+  [ -n "$app" ] && prof=(-Papplication -Dflink.container.version="${FLINK_CONTAINER_VERSION:-${v%.*}.0}")
   mkdir -p "$d"
   mvn -q -B -Dstyle.color=never -f "$here/pom.xml" -Dflink.version="$v" -Dflink.build="$d/build" -Dflink.lib="$d/lib" \
       "${prof[@]}" package >"$d/mvn.log" 2>&1 || { cat "$d/mvn.log" >&2; die "maven build of Flink $v failed"; }

@@ -106,7 +106,7 @@ class Poller(threading.Thread):
 
     def restarts(self):
         vals = [s[4] for s in self.samples if len(s) == 6 and s[4] is not None]
-        return vals[-1] if vals else None
+        return max(vals) if vals else None
 
 
 def pid_of(d, name):
@@ -152,7 +152,7 @@ def run_way(way, a, root):
         if not wait_for(lambda: get(f"{url}/jobs/{jid}/checkpoints")["counts"]["completed"] >= 1, 150, 1):
             raise RuntimeError("no checkpoint completed")
         if not wait_for(lambda: poller.samples and poller.samples[-1][1] == "RUNNING"
-                        and poller.samples[-1][2] and min(poller.samples[-1][2][1:]) == FULL, 30):
+                        and poller.samples[-1][2] and max(poller.samples[-1][2]) == FULL, 30):
             raise RuntimeError("job not at full parallelism")
 
         notice_in = 8.0
@@ -233,13 +233,17 @@ def run_way(way, a, root):
         log(f"[{way}] tm-4 registered at {iso(t_reg) if t_reg else '-'}Z; waiting for parallelism {FULL}")
 
         def full_since():
+            """Start of the final stretch at full parallelism, all tasks running
+            (a job still at 6 on a frozen TaskManager is not back: it restarts later)."""
+            since = None
             for s in poller.samples:
-                if len(s) == 6 and t_reg and s[0] >= t_reg and s[1] == "RUNNING" and s[2] \
-                        and min(s[2][1:]) == FULL and s[5]:
-                    return s[0]
-            return None
-        t_full = wait_for(full_since, 180, 1)
-        time.sleep(15)  # what follows the regrowth (late restarts, metric lag)
+                if len(s) != 6:
+                    continue
+                ok = s[1] == "RUNNING" and s[2] and max(s[2]) == FULL and s[5] and not any(n in s[3] for n in doomed)
+                since = (since or s[0]) if ok else None
+            return since if since and t_reg and since >= t_reg - 1 and time.time() - since >= 20 else None
+        # full parallelism held for 20 s (late restarts, metric lag) or 240 s in all
+        t_full = wait_for(full_since, 240, 1)
         poller.stop.set()
         poller.join()
 

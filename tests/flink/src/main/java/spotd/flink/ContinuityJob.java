@@ -12,7 +12,6 @@ import org.apache.flink.api.common.functions.RuntimeContext;
 import org.apache.flink.api.common.state.ValueState;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.api.connector.source.util.ratelimit.RateLimiterStrategy;
 import org.apache.flink.connector.datagen.source.DataGeneratorSource;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
@@ -24,7 +23,9 @@ import org.apache.flink.util.Collector;
  * reached by reflection).
  *
  * <p>A deterministic source (DataGeneratorSource over a number sequence,
- * rate-limited to --rate records/s in total) emits sequence numbers; they are
+ * --rate records/s in total, each record due at a fixed time from the job's
+ * submission on, so a replay runs as fast as it can until it has caught up,
+ * as a Kafka source's would) emits sequence numbers; they are
  * keyed (seq % 64) into a process function with keyed state (a count per key)
  * which, as the job's sink, appends one line per record to a file of its own
  * under --out: "seq key count emit_ms subtask parallelism attempt". Lines are
@@ -61,8 +62,20 @@ public class ContinuityJob {
         env.setParallelism(parallelism);
         env.enableCheckpointing(checkpointMs);
 
+        // Each record has a due time, as if a producer wrote it to a topic at
+        // `rate` records/s from the job's submission on: the source never
+        // emits a record before it is due, and emits as fast as it can when
+        // behind (a replay after a restart catches up, as it would on Kafka).
+        final long epochMs = System.currentTimeMillis();
+        final double perSplitPerMs = rate / 1000.0 / sourceParallelism;
+        final long splitSize = Long.MAX_VALUE / sourceParallelism;
         DataGeneratorSource<Long> source = new DataGeneratorSource<>(
-                index -> index, Long.MAX_VALUE, RateLimiterStrategy.perSecond(rate), Types.LONG);
+                index -> {
+                    long due = epochMs + (long) ((index % splitSize) / perSplitPerMs);
+                    long wait = due - System.currentTimeMillis();
+                    if (wait > 0) Thread.sleep(wait);
+                    return index;
+                }, Long.MAX_VALUE, Types.LONG);
         final String outDir = out;
         env.fromSource(source, WatermarkStrategy.noWatermarks(), "seq-source")
                 .setParallelism(sourceParallelism)
