@@ -6,11 +6,13 @@
 # cooldowns); what differs is listed in write_conf below.
 #
 #   cluster.sh build VERSION                   jars into $FLINK_CACHE/VERSION/lib, job jar
-#   cluster.sh start VERSION DIR [N]           session cluster: JobManager + N TaskManagers (default 3: tm-1..tm-N)
+#   cluster.sh start VERSION DIR [N]           session cluster: JobManager + N TaskManagers (default 3: tm-1..tm-N
+#                                              on 127.0.1.1..127.0.1.N)
 #   cluster.sh start-app VERSION DIR N [ARGS]  application cluster (flink-container's
 #                                              StandaloneApplicationClusterEntryPoint), the job
 #                                              (ContinuityJob ARGS) started by the JobManager
-#   cluster.sh add-tm DIR NAME                 one more TaskManager, taskmanager.resource-id=NAME
+#   cluster.sh add-tm DIR NAME [IP]            one more TaskManager, taskmanager.resource-id=NAME,
+#                                              bound to IP (a loopback address: its "pod IP")
 #   cluster.sh submit DIR [JOB ARGS]           upload the job jar, run ContinuityJob; prints the job id
 #   cluster.sh url DIR                         http://127.0.0.1:PORT of the REST API
 #   cluster.sh pids DIR                        "NAME PID" per process still alive
@@ -177,10 +179,12 @@ wait_tms() {
   done
 }
 
+# add-tm DIR NAME [IP]: IP (a loopback address, default 127.0.0.1) is the
+# "pod IP" the TaskManager binds to and announces, as a pod's own IP would be.
 cmd_add_tm() {
-  local dir=$1 name=$2
+  local dir=$1 name=$2 ip=${3:-127.0.0.1}
   launch "$dir" "$name" org.apache.flink.runtime.taskexecutor.TaskManagerRunner GET_TM_RESOURCE_PARAMS \
-      -D "taskmanager.resource-id=$name"
+      -D "taskmanager.resource-id=$name" -D "taskmanager.host=$ip" -D "taskmanager.bind-host=$ip"
 }
 
 cmd_start() {
@@ -191,7 +195,7 @@ cmd_start() {
   launch "$dir" jobmanager org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint \
       GET_JM_RESOURCE_PARAMS --executionMode cluster
   wait_rest "$dir"
-  for i in $(seq 1 "$n"); do cmd_add_tm "$dir" "tm-$i"; done
+  for i in $(seq 1 "$n"); do cmd_add_tm "$dir" "tm-$i" "127.0.1.$i"; done
   wait_tms "$dir" "$n"
   rest_url "$dir"
 }

@@ -19,16 +19,23 @@ deadline.
   spotd  the real spotd binary against imds-sim (the notice) and k8s-sim acting
          as the kubelet (--pod-pidfile: an accepted eviction SIGTERMs that
          TaskManager, the pod is gone when it exits), with the JobManager's
-         real REST URL (pod annotation spotd.io/flink-rest-url); the pods'
+         real REST URL (pod annotation spotd.io/flink-rest-url; its host is
+         127.0.0.1, not in the pods' namespace, so spotd matches TaskManagers
+         to pods by IP: each TaskManager binds to its own loopback address,
+         127.0.1.N, which k8s-sim serves as the pod's IP); the pods'
          terminationGracePeriodSeconds is --pod-grace (10 s: spotd gives the
          Flink steps until deadline - 15 s margin - grace, so at a 40 s lead
          the Kubernetes default of 30 s would leave them no time at all)
 
-Per way: restarts (numRestarts after minus before the notice) and how many
-were failure restarts (new entries of the job's exception history), the
-longest time without output and without new output, records replayed and
-lost (check_sink.py), seconds from the replacement's registration until the
-job runs at parallelism 6 again, whether the job was ever FAILED.
+Per way: restarts (the JobManager's "Restoring job ... from Checkpoint"
+lines from the notice on; in brackets the failure restarts, new entries of
+the job's exception history; in square brackets the job metric numRestarts
+after minus before, which lags and on 1.20 missed a heartbeat-timeout
+restart), the longest time without output and without new output, the
+longest delay of a record after it was due (a stall of some keys only shows
+there), seconds of input replayed per restart, records lost
+(check_sink.py), seconds from the replacement's registration until the job
+runs at parallelism 6 again (held 20 s), whether the job was ever FAILED.
 
   reclaim.py VERSION [--ways none,drain,spotd] [--dir DIR] [--build BUILD_DIR]
              [--lead 40] [--replacement 20] [--pod-grace 10]
@@ -171,6 +178,7 @@ def run_way(way, a, root):
             for tm, node in (("tm-1", NODE), ("tm-2", "node-b"), ("tm-3", "node-c")):
                 kargs += ["--pod", f"{NS}/{tm}:{node}:{labels}:{a.pod_grace}:ReplicaSet",
                           "--pod-annotation", f"{NS}/{tm}=spotd.io/flink-rest-url={url}",
+                          "--pod-ip", f"{NS}/{tm}=127.0.1.{tm[3:]}",
                           "--pod-pidfile", f"{NS}/{tm}={os.path.join(d, 'pids', tm)}"]
             kubelog = open(os.path.join(d, "log", "k8s-sim.log"), "w")
             k8s = subprocess.Popen(kargs, stdout=subprocess.PIPE, stderr=kubelog, text=True)
@@ -225,7 +233,7 @@ def run_way(way, a, root):
                     killed = True
                     log(f"[{way}] SIGKILL {doomed} ({now - t_deadline:.1f} s after the deadline)")
             if not repl_started and now >= t_repl:
-                sh("add-tm", d, "tm-4")
+                sh("add-tm", d, "tm-4", "127.0.1.4")
                 repl_started = True
                 log(f"[{way}] replacement tm-4 started")
             time.sleep(0.2)
@@ -256,12 +264,8 @@ def run_way(way, a, root):
                            for e in ex[exc0:]] if ex else []
         res["ever_failed"] = any(s[1] == "FAILED" for s in poller.samples)
         res["full_after_registration_s"] = round(t_full - t_reg, 1) if t_full and t_reg else None
-        sink = check_sink.analyze(os.path.join(d, "out"), int((t_notice - 2) * 1000))
-        res["lost"] = sink["lost"]
-        res["replayed"] = sink["replayed_in_window"]
-        res["longest_gap_s"] = round(sink["longest_gap_ms"] / 1000, 1)
-        res["longest_gap_new_s"] = round(sink["longest_gap_new_ms"] / 1000, 1)
         res["t_notice"], res["t_deadline"], res["t_registered"], res["t_full"] = t_notice, t_deadline, t_reg, t_full
+        sink_figures(res, d)
         # job states and parallelism as polled, changes only
         tl, last = [], None
         for s in poller.samples:
@@ -290,6 +294,48 @@ def run_way(way, a, root):
                     p.kill()
                     p.wait()
         subprocess.run([CLUSTER, "stop", d], check=False)
+
+
+def sink_figures(res, d):
+    """What the sink shows from 2 s before the notice on; replays split into
+    those of the reclaim (before the replacement registered) and those of the
+    regrowth."""
+    t_notice, t_reg = res["t_notice"], res["t_registered"] or time.time()
+    sink = check_sink.analyze(os.path.join(d, "out"), int((t_notice - 2) * 1000))
+    recs = sink["_recs"]
+    res["lost"] = sink["lost"]
+    res["not_yet_replayed"] = sink["not_yet_replayed"]
+    res["replayed"] = sink["replayed_in_window"]
+    res["replayed_reclaim"] = check_sink.replays(recs, int((t_notice - 2) * 1000), int(t_reg * 1000))
+    res["replayed_regrowth"] = check_sink.replays(recs, int(t_reg * 1000), 1 << 62)
+    # re-emissions in bursts (one per restart from a checkpoint), records each
+    ts, seen = [], set()
+    for t, seq, *_ in recs:
+        if seq in seen:
+            if t >= (t_notice - 2) * 1000:
+                ts.append(t)
+        else:
+            seen.add(seq)
+    bursts = []
+    for i, t in enumerate(ts):
+        if i == 0 or t - ts[i - 1] > 5000:
+            bursts.append(0)
+        bursts[-1] += 1
+    res["replay_bursts"] = bursts
+    # restarts as the JobManager logs them: each start of the job from a checkpoint
+    n = 0
+    for line in open(os.path.join(d, "log", "jobmanager.log"), errors="replace"):
+        if "Restoring job" in line:
+            try:
+                t = calendar.timegm(time.strptime(line[:19], "%Y-%m-%dT%H:%M:%S")) + int(line[20:23]) / 1000
+            except ValueError:
+                continue
+            if t >= t_notice - 1:
+                n += 1
+    res["restores"] = n
+    res["longest_gap_s"] = round(sink["longest_gap_ms"] / 1000, 1)
+    res["longest_gap_new_s"] = round(sink["longest_gap_new_ms"] / 1000, 1)
+    res["max_delay_s"] = round(sink["max_delay_ms"] / 1000, 1)
 
 
 JM_PATTERNS = re.compile(r"switched from state|Completed checkpoint|Triggering checkpoint|Restoring job|"
@@ -334,15 +380,15 @@ def timeline(d, t_from, t_to):
 
 
 def table(version, results):
-    rows = [("way", "restarts (failure)", "longest gap s (new output)", "replayed", "lost",
-             "full par. s after replacement", "ever FAILED")]
+    rows = [("way", "restarts (failure) [numRestarts]", "longest gap s (new output)", "max delay s",
+             "replayed per restart, s of input", "lost", "full par. s after replacement", "ever FAILED")]
     for r in results:
         if "error" in r:
             rows.append((r["way"], "error: " + r["error"], "", "", "", "", ""))
             continue
-        rows.append((r["way"], f"{r['restarts']} ({r['failure_restarts']})",
-                     f"{r['longest_gap_s']} ({r['longest_gap_new_s']})",
-                     f"{r['replayed']} ({r['replayed'] / 2000:.1f} s)", str(r["lost"]),
+        rows.append((r["way"], f"{r['restores']} ({r['failure_restarts']}) [{r['restarts']}]",
+                     f"{r['longest_gap_s']} ({r['longest_gap_new_s']})", str(r["max_delay_s"]),
+                     " + ".join(f"{b / 2000:.1f}" for b in r["replay_bursts"]) or "0", str(r["lost"]),
                      str(r["full_after_registration_s"]), "yes" if r["ever_failed"] else "no"))
     w = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
     out = [f"Flink {version}"]
@@ -357,6 +403,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("version")
     ap.add_argument("--ways", default="none,drain,spotd")
+    ap.add_argument("--report", action="store_true",
+                    help="no new runs: the table again from DIR/WAY/result.json and the sink files")
     ap.add_argument("--dir", default=None)
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
     ap.add_argument("--lead", type=int, default=40)
@@ -367,6 +415,15 @@ def main():
     a = ap.parse_args()
     root = os.path.abspath(a.dir or f"/tmp/spotd-reclaim-{a.version}")
     os.makedirs(root, exist_ok=True)
+    if a.report:
+        results = []
+        for way in a.ways.split(","):
+            with open(os.path.join(root, way, "result.json")) as f:
+                r = json.load(f)
+            sink_figures(r, os.path.join(root, way))
+            results.append(r)
+        print(table(a.version, results))
+        return 0
     subprocess.run([CLUSTER, "build", a.version], check=True)
     results = []
     for way in a.ways.split(","):

@@ -30,7 +30,8 @@ static void usage(FILE *f) {
         fputs("Usage: k8s-sim [--dir DIR] [--token TOKEN] [--grace-ms-per-s N]\n"
               "               [--node NAME[:LABELS]]... [--pod NS/NAME:NODE[:LABELS[:GRACE[:OWNER]]]]...\n"
               "               [--pdb NS/NAME:LABELS[:BLOCKED_MS]]...\n"
-              "               [--pod-annotation NS/NAME=KEY=VALUE]... [--pod-pidfile NS/NAME=PATH]...\n"
+              "               [--pod-annotation NS/NAME=KEY=VALUE]... [--pod-ip NS/NAME=IP]...\n"
+              "               [--pod-pidfile NS/NAME=PATH]...\n"
               "LABELS is k=v,k2=v2. Without --node and --pod: a demo layout.\n"
               "--pod-pidfile: act as the pod's kubelet, its container being the process\n"
               "whose pid PATH holds (SIGTERM when it starts terminating, gone when the\n"
@@ -205,7 +206,7 @@ static void demo_layout(struct k8s_sim *s) {
 }
 
 int main(int argc, char **argv) {
-        enum { OPT_DIR = 256, OPT_TOKEN, OPT_GRACE, OPT_NODE, OPT_POD, OPT_PDB, OPT_ANNOTATION, OPT_PIDFILE };
+        enum { OPT_DIR = 256, OPT_TOKEN, OPT_GRACE, OPT_NODE, OPT_POD, OPT_PDB, OPT_ANNOTATION, OPT_PIDFILE, OPT_IP };
         static const struct option opts[] = {
                 { "dir", required_argument, NULL, OPT_DIR },
                 { "token", required_argument, NULL, OPT_TOKEN },
@@ -215,6 +216,7 @@ int main(int argc, char **argv) {
                 { "pdb", required_argument, NULL, OPT_PDB },
                 { "pod-annotation", required_argument, NULL, OPT_ANNOTATION },
                 { "pod-pidfile", required_argument, NULL, OPT_PIDFILE },
+                { "pod-ip", required_argument, NULL, OPT_IP },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -241,6 +243,7 @@ int main(int argc, char **argv) {
                 case OPT_POD:
                 case OPT_PDB:
                 case OPT_ANNOTATION:
+                case OPT_IP:
                         kinds[n_objs] = c;
                         objs[n_objs++] = optarg;
                         break;
@@ -295,6 +298,12 @@ int main(int argc, char **argv) {
                         break;
                 case OPT_POD: r = add_pod(s, objs[i]); layout = true; break;
                 case OPT_PDB: r = add_pdb(s, objs[i]); break;
+                case OPT_IP: {
+                        char *ns, *name, *ip;
+                        r = ns_name_rest(objs[i], &ns, &name, &ip);
+                        if (r == 0) k8s_sim_set_pod_ip(s, ns, name, ip);
+                        break;
+                }
                 case OPT_ANNOTATION: {
                         char *ns, *name, *kv, *eq;
                         r = ns_name_rest(objs[i], &ns, &name, &kv);
