@@ -13,10 +13,11 @@
 #include "imds_sim.h"
 
 static void usage(FILE *f) {
-        fputs("Usage: imds-sim [--port N] [--require-v2] [--spot ACTION [--spot-after-ms N]]\n"
+        fputs("Usage: imds-sim [--port N] [--require-v2] [--spot ACTION [--spot-after-ms N] [--spot-lead-s N]]\n"
               "                [--rebalance-after-ms N] [--lifecycle STATE] [--drift]\n"
               "  --drift  recompute the spot notice time and the rebalance noticeTime on\n"
-              "           every answer, as AWS's own metadata mock does\n", f);
+              "           every answer, as AWS's own metadata mock does\n"
+              "  --spot-lead-s  the notice's time is this long after it shows up (default 120)\n", f);
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {
@@ -29,7 +30,7 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {
 }
 
 int main(int argc, char **argv) {
-        enum { OPT_PORT = 256, OPT_V2, OPT_SPOT, OPT_SPOT_AFTER, OPT_REBALANCE, OPT_LIFECYCLE, OPT_DRIFT };
+        enum { OPT_PORT = 256, OPT_V2, OPT_SPOT, OPT_SPOT_AFTER, OPT_REBALANCE, OPT_LIFECYCLE, OPT_DRIFT, OPT_LEAD };
         static const struct option opts[] = {
                 { "port", required_argument, NULL, OPT_PORT },
                 { "require-v2", no_argument, NULL, OPT_V2 },
@@ -38,11 +39,12 @@ int main(int argc, char **argv) {
                 { "rebalance-after-ms", required_argument, NULL, OPT_REBALANCE },
                 { "lifecycle", required_argument, NULL, OPT_LIFECYCLE },
                 { "drift", no_argument, NULL, OPT_DRIFT },
+                { "spot-lead-s", required_argument, NULL, OPT_LEAD },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
         struct imds_sim_options o = { 0 };
-        unsigned long port = 0, spot_after = 0, rebalance_after = 0;
+        unsigned long port = 0, spot_after = 0, rebalance_after = 0, lead = 0;
         const char *spot = NULL, *lifecycle = NULL;
         bool rebalance = false, drift = false;
         int c;
@@ -60,6 +62,7 @@ int main(int argc, char **argv) {
                         break;
                 case OPT_LIFECYCLE: lifecycle = optarg; break;
                 case OPT_DRIFT: drift = true; break;
+                case OPT_LEAD: r = parse_uint(optarg, 86400, &lead); break;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
@@ -68,7 +71,7 @@ int main(int argc, char **argv) {
                         return 2;
                 }
         }
-        if (optind < argc || (spot_after && !spot)) {
+        if (optind < argc || ((spot_after || lead) && !spot)) {
                 usage(stderr);
                 return 2;
         }
@@ -93,7 +96,8 @@ int main(int argc, char **argv) {
                 return 1;
         }
         if (spot) /* notice time: two minutes after it shows up */
-                imds_sim_set_spot(s, spot, 0, (unsigned)spot_after);
+                imds_sim_set_spot(s, spot, lead ? time(NULL) + (time_t)(spot_after / 1000 + lead) : 0,
+                                  (unsigned)spot_after);
         if (rebalance)
                 imds_sim_set_rebalance(s, time(NULL) + (time_t)(rebalance_after / 1000),
                                        (unsigned)rebalance_after);

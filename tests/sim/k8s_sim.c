@@ -1871,6 +1871,22 @@ void k8s_sim_set_unschedulable(struct k8s_sim *s, const char *node, bool v) {
         pthread_mutex_unlock(&s->lock);
 }
 
+void k8s_sim_pod_exited(struct k8s_sim *s, const char *ns, const char *name) {
+        LOCKED(s, struct pod *p = find_pod(s, ns, name);
+               if (p && p->state == POD_TERMINATING) {
+                       p->state = POD_GONE;
+                       s->rv++; /* the deletion is a write */
+               });
+}
+
+void k8s_sim_set_pod_ip(struct k8s_sim *s, const char *ns, const char *name, const char *ip) {
+        LOCKED(s, struct pod *p = find_pod(s, ns, name);
+               if (p) {
+                       jset(jobj(p->obj, "status"), "podIP", cJSON_CreateString(ip));
+                       set_rv(s, p->obj);
+               });
+}
+
 /* ---- counters ---- */
 
 int k8s_sim_pod_state(struct k8s_sim *s, const char *ns, const char *name) {

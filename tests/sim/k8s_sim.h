@@ -40,8 +40,13 @@ void k8s_sim_add_pdb(struct k8s_sim *s, const char *ns, const char *name, const 
  * running pod starts terminating after an eviction or delete. ip may be NULL. */
 typedef void (*k8s_sim_terminate_hook_t)(void *userdata, const char *ns, const char *name, const char *ip);
 void k8s_sim_set_terminate_hook(struct k8s_sim *s, k8s_sim_terminate_hook_t fn, void *userdata);
+/* The pod's containers have exited, as a kubelet reports: a terminating pod
+ * is gone from now on (without waiting for the end of its grace period). */
+void k8s_sim_pod_exited(struct k8s_sim *s, const char *ns, const char *name);
 /* Sets metadata.annotations[key] of a pod. */
 void k8s_sim_set_pod_annotation(struct k8s_sim *s, const char *ns, const char *name, const char *key, const char *value);
+/* Sets status.podIP (by default 10.0.x.y, in the order pods are added). */
+void k8s_sim_set_pod_ip(struct k8s_sim *s, const char *ns, const char *name, const char *ip);
 /* Pod IP as served (status.podIP), copied into buf ("" if unknown). */
 void k8s_sim_pod_ip(struct k8s_sim *s, const char *ns, const char *name, char *buf, size_t len);
 
