@@ -20,8 +20,8 @@ sed -n '/^mutants: [0-9]* run, /p' "${BUILD_DIR:-$here/../build}/Testing/Tempora
 
 # The real-peer tests: the chart and spotd against a real kube-apiserver, etcd
 # and the disruption controller (tests/kube/README.md). The first run builds
-# the pinned binaries from their Go modules into build/kube (about 12 minutes
-# on 2 cores); later runs reuse them.
+# the pinned binaries from their Go modules into build/kube (3 to 12 minutes
+# on 2 cores, by load); later runs reuse them.
 bash "$here/kube/run.sh" "${BUILD_DIR:-$here/../build}" > "${BUILD_DIR:-$here/../build}/real-kube.log" 2>&1 || {
   rc=1; tail -n 60 "${BUILD_DIR:-$here/../build}/real-kube.log"; }
 grep -E '^(real-kube|sim-compare): ' "${BUILD_DIR:-$here/../build}/real-kube.log" || true
