@@ -14,10 +14,11 @@
 
 static void usage(FILE *f) {
         fputs("Usage: imds-sim [--port N] [--require-v2] [--spot ACTION [--spot-after-ms N] [--spot-lead-s N]]\n"
-              "                [--rebalance-after-ms N] [--lifecycle STATE] [--drift]\n"
+              "                [--rebalance-after-ms N] [--lifecycle STATE] [--drift] [--real-headers]\n"
               "  --drift  recompute the spot notice time and the rebalance noticeTime on\n"
               "           every answer, as AWS's own metadata mock does\n"
-              "  --spot-lead-s  the notice's time is this long after it shows up (default 120)\n", f);
+              "  --spot-lead-s  the notice's time is this long after it shows up (default 120)\n"
+              "  --real-headers  a real instance's headers, Connection: close included\n", f);
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {
@@ -30,7 +31,7 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {
 }
 
 int main(int argc, char **argv) {
-        enum { OPT_PORT = 256, OPT_V2, OPT_SPOT, OPT_SPOT_AFTER, OPT_REBALANCE, OPT_LIFECYCLE, OPT_DRIFT, OPT_LEAD };
+        enum { OPT_PORT = 256, OPT_V2, OPT_SPOT, OPT_SPOT_AFTER, OPT_REBALANCE, OPT_LIFECYCLE, OPT_DRIFT, OPT_LEAD, OPT_REAL };
         static const struct option opts[] = {
                 { "port", required_argument, NULL, OPT_PORT },
                 { "require-v2", no_argument, NULL, OPT_V2 },
@@ -40,6 +41,7 @@ int main(int argc, char **argv) {
                 { "lifecycle", required_argument, NULL, OPT_LIFECYCLE },
                 { "drift", no_argument, NULL, OPT_DRIFT },
                 { "spot-lead-s", required_argument, NULL, OPT_LEAD },
+                { "real-headers", no_argument, NULL, OPT_REAL },
                 { "help", no_argument, NULL, 'h' },
                 {}
         };
@@ -54,6 +56,7 @@ int main(int argc, char **argv) {
                 switch (c) {
                 case OPT_PORT: r = parse_uint(optarg, 65535, &port); break;
                 case OPT_V2: o.require_v2 = true; break;
+                case OPT_REAL: o.real_headers = true; break;
                 case OPT_SPOT: spot = optarg; break;
                 case OPT_SPOT_AFTER: r = parse_uint(optarg, UINT_MAX, &spot_after); break;
                 case OPT_REBALANCE:
