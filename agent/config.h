@@ -66,6 +66,7 @@ struct config {
         usec_t flink_timeout;
         usec_t checkpoint_fresh;
         usec_t checkpoint_timeout;
+        usec_t tm_stop_time;
         usec_t verify_timeout;
         enum { RESTORE_AFTER_RESCALE, RESTORE_NEVER } restore;
         /* Webhooks (rescale signal for other controllers) */

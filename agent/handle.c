@@ -631,14 +631,20 @@ static void pods_listed(struct handler *h, struct pod *unused, const struct k8s_
 }
 
 /* The Flink steps get until the last moment the evictions can still
- * finish: the margin minus the longest grace period. */
+ * finish: the margin minus the time a TaskManager takes to stop. That is
+ * --tm-stop-time, or the longest grace period when shorter: the grace
+ * period is only the kubelet's upper bound (30 s by default), and a
+ * TaskManager stops about a second after SIGTERM. */
 static void set_evict_by(struct handler *h) {
         unsigned max_grace = 0;
         for (size_t i = 0; i < h->npods; i++)
                 if (h->pods[i].grace > max_grace)
                         max_grace = h->pods[i].grace;
+        usec_t stop = (usec_t) max_grace * USEC_PER_SEC;
+        if (stop > h->cfg->tm_stop_time)
+                stop = h->cfg->tm_stop_time;
         usec_t now = now_monotonic(), by = now + h->cfg->checkpoint_timeout;
-        usec_t latest = h->margin_at > (usec_t) max_grace * USEC_PER_SEC ? h->margin_at - (usec_t) max_grace * USEC_PER_SEC : 0;
+        usec_t latest = h->margin_at > stop ? h->margin_at - stop : 0;
         if (latest < by)
                 by = latest > now ? latest : now;
         rescale_set_evict_by(h->rs, by);

@@ -47,6 +47,7 @@ struct cluster {
         char ns[64], app[64], url[256], ann[80];
         struct { char name[254], ip[48]; } pods[MAX_PODS];
         size_t npods, evicted;
+        size_t nlocal;        /* pods[0..nlocal) are on this node, the rest on other fenced nodes */
         unsigned major, minor;
         char scheduler[32];
         struct flink_tm *tms;
@@ -57,6 +58,7 @@ struct cluster {
         size_t njobs;
         unsigned slots_total, leaving;
         bool discover_failed, restore_only, put_sent, gate_open, v2;
+        bool no_rescale;      /* the jobs fit without its slots: checkpoint, then let the pods go */
         bool aborted;         /* the event was canceled: give back what was lowered */
         bool ns_bound;        /* the JobManager is known to be in ns: TaskManagers may match by pod name */
         bool discover_final;  /* a discovery failure that a retry will not mend */
@@ -351,11 +353,36 @@ static bool node_fenced(const struct rescale *r, const char *node) {
 /* A TaskManager's resource id is its pod's name, which says nothing of the
  * namespace: it identifies a pod of c->ns only when the JobManager is known
  * to be in c->ns. The IP identifies the pod anywhere. */
+static bool tm_is_pod(const struct cluster *c, const struct flink_tm *t, size_t i) {
+        return (c->ns_bound && strcmp(t->id, c->pods[i].name) == 0) || (t->ip[0] && strcmp(t->ip, c->pods[i].ip) == 0);
+}
+
 static bool tm_leaving(const struct cluster *c, const struct flink_tm *t) {
         for (size_t i = 0; i < c->npods; i++)
-                if ((c->ns_bound && strcmp(t->id, c->pods[i].name) == 0) || (t->ip[0] && strcmp(t->ip, c->pods[i].ip) == 0))
+                if (tm_is_pod(c, t, i))
                         return true;
         return false;
+}
+
+/* A pod of this node that is none of the TaskManagers its JobManager
+ * lists: what it runs is unknown to spotd, so the plan cannot count it.
+ * Said, not passed over as "nothing leaves". (A TaskManager that has not
+ * registered yet holds no slot, and this is all there is to it.) */
+static void warn_unmatched(const struct cluster *c) {
+        for (size_t i = 0; i < c->nlocal; i++) {
+                bool found = false;
+                for (size_t k = 0; k < c->ntms && !found; k++)
+                        found = tm_is_pod(c, &c->tms[k], i);
+                if (found)
+                        continue;
+                struct log_ctx lc;
+                lctx(c, NULL, &lc);
+                log_full(LOG_WARNING, MSG_RESCALE, &lc,
+                         "Pod %s/%s matches none of the %zu TaskManagers of Flink cluster %s/%s (by IP %s%s): "
+                         "if it runs one, its jobs lose it without a rescale",
+                         c->ns, c->pods[i].name, c->ntms, c->ns, c->app, c->pods[i].ip[0] ? c->pods[i].ip : "(none)",
+                         c->ns_bound ? " or by name" : "; by name only when the JobManager is in the pod's namespace");
+        }
 }
 
 static void plan_and_record(struct cluster *c);
@@ -363,6 +390,7 @@ static void plan_and_record(struct cluster *c);
 static void got_cluster_pods(struct cluster *c, struct fjob *unused, const struct k8s_response *x) {
         _cleanup_(cJSON_Deletep) cJSON *list = ok(x) ? cJSON_ParseWithLength(x->body, x->len) : NULL;
         const cJSON *it;
+        c->nlocal = c->npods;
         /* Pods of this cluster on other nodes spotd fenced leave as well. */
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(list, "items")) {
                 const cJSON *md = cJSON_GetObjectItemCaseSensitive(it, "metadata");
@@ -416,6 +444,7 @@ static void find_adopted(struct cluster *c) {
 
 static void recorded(struct cluster *c, struct fjob *unused, const struct k8s_response *x);
 static void begin_verify(struct cluster *c);
+static void start_checkpoints(struct cluster *c);
 
 static void plan_and_record(struct cluster *c) {
         struct plan_job pj[FLINK_MAX_JOBS];
@@ -428,6 +457,7 @@ static void plan_and_record(struct cluster *c) {
         for (size_t i = 0; i < c->ntms; i++)
                 if (tm_leaving(c, &c->tms[i]))
                         c->leaving += c->tms[i].slots;
+        warn_unmatched(c);
         for (size_t i = 0; i < c->njobs; i++)
                 pj[i] = (struct plan_job) { .job = c->jobs[i].job, .cur = c->jobs[i].cur, .ncur = c->jobs[i].ncur };
         if (plan_compute(pj, c->njobs, c->slots_total, c->leaving) < 0) {
@@ -489,6 +519,17 @@ static void plan_and_record(struct cluster *c) {
                 c->gate_open = true;
                 c->put_sent = true;
                 begin_verify(c);
+                return;
+        }
+        if (!any && c->leaving > 0) {
+                /* No bound changes, but the jobs on the leaving slots fail
+                 * over when they go: from a checkpoint taken now, not from
+                 * the last periodic one. */
+                log_full(LOG_INFO, MSG_RESCALE, &lc,
+                         "Flink cluster %s/%s (Flink %u.%u): %s; the jobs fit in what remains, no rescale; checkpointing first",
+                         c->ns, c->app, c->major, c->minor, w);
+                c->no_rescale = true;
+                start_checkpoints(c);
                 return;
         }
         if (!any) {
@@ -821,6 +862,8 @@ static void cluster_abort(struct cluster *c) {
                         c->jobs[i].put_due = 0;
                 if (c->put_sent)
                         restore(c);
+                else if (c->no_rescale)
+                        c->st = C_DONE; /* nothing recorded */
                 else
                         clear_annotation(c);
                 break;
@@ -907,7 +950,9 @@ static void cluster_tick(struct cluster *c) {
                                 c->tl.checkpoint_done = now_realtime();
                         c->gate_open = true;
                         c->gate_at = now;
-                        if (c->v2)
+                        if (c->no_rescale)
+                                c->st = C_DONE;
+                        else if (c->v2)
                                 begin_verify(c); /* lowered before the checkpoint */
                         else
                                 c->st = C_GATE;

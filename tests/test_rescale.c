@@ -63,6 +63,18 @@ static void add_tms(const char *node, int from, int n) {
         }
 }
 
+/* Nodes node-a and node-b with on_a and on_b TaskManagers of cluster
+ * orders, and one job of one vertex at parallelism. */
+static void two_nodes_one_job(const struct flink_sim_options *fo, int on_a, int on_b, unsigned parallelism) {
+        start_sims(fo);
+        k8s_sim_add_node(kube, "node-a", NULL);
+        k8s_sim_add_node(kube, "node-b", NULL);
+        add_tms("node-a", 1, on_a);
+        add_tms("node-b", 1 + on_a, on_b);
+        flink_sim_add_job(fl, JOB1, "orders");
+        flink_sim_add_vertex(fl, JOB1, VA, "all", parallelism, 128, NULL);
+}
+
 #define AGENT(node, imds_arg, ...) (char *[]) { "spotd", "run", imds_arg, simargs.api, simargs.ca, simargs.token, "--node-name=" node, \
         "--poll-interval=50ms", "--log-target=stderr", "--log-format=json", "--health-addr=off",                    \
         "--eviction-margin=10s", "--checkpoint-fresh=0s", "--flink-url-allow=127.0.0.1", ##__VA_ARGS__, NULL }
@@ -462,13 +474,7 @@ Test(rescale, restart_after_taskmanagers_gone_restores_from_annotation) {
  * fault-matrix cell that failed now and then. */
 Test(rescale, slow_discovery_answer_is_retried) {
         struct proc p;
-        start_sims(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 50 });
-        k8s_sim_add_node(kube, "node-a", NULL);
-        k8s_sim_add_node(kube, "node-b", NULL);
-        add_tms("node-a", 1, 2);
-        add_tms("node-b", 3, 2);
-        flink_sim_add_job(fl, JOB1, "orders");
-        flink_sim_add_vertex(fl, JOB1, VA, "all", 8, 128, NULL);
+        two_nodes_one_job(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 50 }, 2, 2, 8);
         flink_sim_fault(fl, "/jobs/overview", FLINK_SIM_SLOW, 1300, 1);
         cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--flink-timeout=1s", "--verify-timeout=20s"), NULL), 0);
         cr_assert(proc_wait_for(&p, "Watching instance", 5000));
@@ -487,22 +493,29 @@ Test(rescale, slow_discovery_answer_is_retried) {
  * namespace and named like the victim's TaskManager, pointed at the
  * victim's JobManager: the name says nothing across namespaces, so the
  * victim's job is neither checkpointed nor lowered. */
-Test(rescale, foreign_namespace_pod_cannot_lower_a_job) {
-        struct proc p;
+/* A pod on node-a that is none of the cluster's TaskManagers (those run on
+ * node-b), annotated with the cluster's JobManager, reclaimed; p is the
+ * agent, stopped by the caller. */
+static void stray_pod_reclaimed(const char *ns, const char *name, int tms_elsewhere, unsigned parallelism, struct proc *p) {
         char url[64];
         start_sims(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 50 });
         k8s_sim_add_node(kube, "node-a", NULL);
         k8s_sim_add_node(kube, "node-b", NULL);
-        add_tms("node-b", 1, 4);
+        add_tms("node-b", 1, tms_elsewhere);
         flink_sim_add_job(fl, JOB1, "orders");
-        flink_sim_add_vertex(fl, JOB1, VA, "all", 8, 128, NULL);
+        flink_sim_add_vertex(fl, JOB1, VA, "all", parallelism, 128, NULL);
         flink_sim_url(fl, url, sizeof url);
-        k8s_sim_add_pod(kube, "evil", "orders-taskmanager-1-1", "node-a", TM_LABELS, 30, "Deployment");
-        k8s_sim_set_pod_annotation(kube, "evil", "orders-taskmanager-1-1", "spotd.io/flink-rest-url", url);
-        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds), NULL), 0);
-        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        k8s_sim_add_pod(kube, ns, name, "node-a", TM_LABELS, 30, "Deployment");
+        k8s_sim_set_pod_annotation(kube, ns, name, "spotd.io/flink-rest-url", url);
+        cr_assert_eq(proc_spawn(p, AGENT("node-a", simargs.imds), NULL), 0);
+        cr_assert(proc_wait_for(p, "Watching instance", 5000));
         imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
-        cr_assert(proc_wait_for(&p, "TaskManager pods gone", 30000), "%s", p.out);
+        cr_assert(proc_wait_for(p, "TaskManager pods gone", 30000), "%s", p->out);
+}
+
+Test(rescale, foreign_namespace_pod_cannot_lower_a_job) {
+        struct proc p;
+        stray_pod_reclaimed("evil", "orders-taskmanager-1-1", 4, 8, &p);
         cr_assert_eq(flink_sim_checkpoints_triggered(fl, JOB1), 0, "%s", p.out);
         cr_assert_eq(flink_sim_puts(fl, JOB1), 0, "%s", p.out);
         cr_assert_eq(upper(JOB1, VA), 8);
@@ -533,6 +546,63 @@ Test(rescale, annotation_outside_the_allow_list_is_ignored) {
         char *log = flink_sim_log(fl);
         cr_assert_str_eq(log, "", "the JobManager named by the annotation was contacted: %s", log);
         free(log);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+/* The jobs fit in the slots that remain, so no bound changes; the job
+ * still fails over when its TaskManager goes, and it should restart from a
+ * checkpoint taken at the notice, not from the last periodic one. */
+Test(rescale, jobs_that_fit_get_a_checkpoint_before_the_evictions) {
+        struct proc p;
+        two_nodes_one_job(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 100, .restart_ms = 100 }, 1, 3, 2);
+        unsigned before = upper(JOB1, VA);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "TaskManager pods gone", 30000), "%s", p.out);
+        cr_assert(strstr(p.out, "no rescale; checkpointing first"), "%s", p.out);
+        cr_assert_eq(flink_sim_checkpoints_completed(fl, JOB1), 1, "a checkpoint at the notice: %s", p.out);
+        const char *ck = strstr(p.out, "Checkpoint of job " JOB1 " completed");
+        cr_assert(ck && ck < strstr(p.out, "Evicted pod"), "checkpointed before the evictions: %s", p.out);
+        cr_assert_eq(flink_sim_puts(fl, JOB1), 0, "no bounds to change: %s", p.out);
+        cr_assert_eq(upper(JOB1, VA), before);
+        char *n = k8s_sim_node_json(kube, "node-a");
+        cr_assert_null(strstr(n, "flink.spotd.io/"), "nothing recorded, nothing to restore: %s", n);
+        free(n);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+/* A TaskManager pod whose JobManager lists no TaskManager with its IP (and
+ * the JobManager is not known to share its namespace, so names do not
+ * count): spotd cannot plan for it and says so by name. */
+Test(rescale, pod_matching_no_taskmanager_is_named) {
+        struct proc p;
+        stray_pod_reclaimed("flink", "orders-taskmanager-1-9", 2, 4, &p);
+        cr_assert(strstr(p.out, "Pod flink/orders-taskmanager-1-9 matches none of the 2 TaskManagers of Flink cluster flink/orders"),
+                  "%s", p.out);
+        cr_assert_eq(flink_sim_puts(fl, JOB1), 0, "%s", p.out);
+        cr_assert_eq(flink_sim_checkpoints_triggered(fl, JOB1), 0, "nothing of the job leaves: %s", p.out);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+/* A 40 s notice, pods with the default 30 s grace period, a 10 s margin:
+ * budgeting the whole grace period left the Flink steps nothing (a plain
+ * drain). A TaskManager stops in about a second; --tm-stop-time (10 s)
+ * is what is kept for it, and the checkpoint and the rescale happen. */
+Test(rescale, short_notice_keeps_time_for_flink_not_the_whole_grace_period) {
+        struct proc p;
+        two_nodes_one_job(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 100, .restart_ms = 100 }, 2, 2, 8);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 40, 0);
+        cr_assert(proc_wait_for(&p, "TaskManager pods gone", 30000), "%s", p.out);
+        cr_assert_null(strstr(p.out, "over its time budget"), "%s", p.out);
+        cr_assert_eq(flink_sim_checkpoints_completed(fl, JOB1), 1, "%s", p.out);
+        cr_assert_geq(flink_sim_puts(fl, JOB1), 1, "%s", p.out);
+        cr_assert(proc_wait_for(&p, "Restored the original bounds", 30000), "%s", p.out);
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
