@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "flink.h"
 #include "http.h"
@@ -735,7 +736,8 @@ static void verify_answered(struct cluster *c, struct fjob *j, const struct k8s_
                         for (size_t k = 0; k < j->nset; k++)
                                 if (strcmp(j->set[k].vid, v->id) == 0 && v->parallelism > j->set[k].upper)
                                         all = false;
-                        if (v->tasks_running != v->tasks_total || v->tasks_total != v->parallelism)
+                        /* A finished subtask (a bounded source) is done, not missing. */
+                        if (v->tasks_running + v->tasks_finished != v->tasks_total || v->tasks_total != v->parallelism)
                                 all = false;
                 }
                 if (all && !j->verified) {
@@ -906,7 +908,7 @@ static void cluster_tick(struct cluster *c) {
                         degrade(c, "Flink %u.%u cannot rescale in place (1.18 or later needed)", c->major, c->minor);
                         return;
                 }
-                if (strcmp(c->scheduler, "adaptive") != 0) {
+                if (strcasecmp(c->scheduler, "adaptive") != 0) { /* Flink reads enum options case-insensitively */
                         degrade(c, "the job runs the %s scheduler, not the adaptive one", c->scheduler[0] ? c->scheduler : "default");
                         return;
                 }

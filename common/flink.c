@@ -148,6 +148,8 @@ int flink_parse_job(const char *body, size_t len, struct flink_job *ret) {
                         v->tasks_total += (unsigned) t->valuedouble;
                         if (t->string && strcmp(t->string, "RUNNING") == 0)
                                 v->tasks_running = (unsigned) t->valuedouble;
+                        else if (t->string && strcmp(t->string, "FINISHED") == 0)
+                                v->tasks_finished = (unsigned) t->valuedouble;
                 }
                 o->nv++;
         }

@@ -34,7 +34,7 @@ struct flink_vertex {
         char id[FLINK_ID_LEN + 1];
         char ssg[FLINK_ID_LEN + 1];   /* slot-sharing group; "" when the version does not say */
         unsigned parallelism, max_parallelism;
-        unsigned tasks_total, tasks_running;
+        unsigned tasks_total, tasks_running, tasks_finished;
 };
 struct flink_job {
         char jid[FLINK_ID_LEN + 1];

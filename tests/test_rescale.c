@@ -606,3 +606,38 @@ Test(rescale, short_notice_keeps_time_for_flink_not_the_whole_grace_period) {
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
+
+/* Flink reads jobmanager.scheduler case-insensitively: "Adaptive" is the
+ * adaptive scheduler, not a reason to give up on the rescale. */
+Test(rescale, scheduler_written_in_capitals_is_adaptive) {
+        struct proc p;
+        two_nodes_one_job(&(struct flink_sim_options) { .version = "1.18.1", .scheduler = "Adaptive", .checkpoint_ms = 50,
+                                                        .restart_ms = 50 }, 2, 2, 8);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--verify-timeout=20s"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "Restored the original bounds", 30000), "%s", p.out);
+        cr_assert_null(strstr(p.out, "not the adaptive one"), "%s", p.out);
+        cr_assert_geq(flink_sim_puts(fl, JOB1), 2, "lowered and restored: %s", p.out);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
+
+/* A bounded source that has finished (its subtasks FINISHED while the job
+ * runs) is done: verification passes with it, it does not wait out
+ * --verify-timeout for subtasks that will never run again. */
+Test(rescale, finished_subtasks_count_as_done_in_verification) {
+        struct proc p;
+        two_nodes_one_job(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 50 }, 2, 2, 8);
+        flink_sim_add_vertex(fl, JOB1, VB, "bounded source", 2, 128, NULL);
+        flink_sim_set_vertex_finished(fl, JOB1, VB);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--verify-timeout=5s"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "Restored the original bounds", 30000), "%s", p.out);
+        cr_assert(strstr(p.out, "runs on the remaining TaskManagers at the lower parallelism"), "%s", p.out);
+        cr_assert_null(strstr(p.out, "did not reach the lower parallelism"), "%s", p.out);
+        cr_assert_eq(flink_sim_vertex_parallelism(fl, JOB1, VA), 4, "%s", p.out);
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}

@@ -588,6 +588,7 @@ struct tmgr {
 struct vertex {
         char *id, *name, *ssg; /* ssg NULL: the "default" group */
         unsigned par, max_par, lower, upper;
+        bool finished; /* every subtask FINISHED */
 };
 
 struct trigger {
@@ -633,6 +634,7 @@ struct flink_sim {
         char version[32];
         unsigned ver; /* major * 100 + minor */
         bool default_scheduler;
+        char scheduler[32]; /* jobmanager.scheduler as configured */
         unsigned checkpoint_ms, restart_ms, cooldown_ms;
         uint64_t epoch_off; /* realtime - monotonic, usec */
 
@@ -924,17 +926,21 @@ static const char *state_name(const struct job *j) { return j->state == J_RUNNIN
  * UPPER-case keys in job details, lower-case plus "total" in the overview. */
 static cJSON *task_counts(const struct flink_sim *s, const struct job *j, const struct vertex *only, bool lower) {
         cJSON *o = cJSON_CreateObject();
-        unsigned n = 0;
+        unsigned n = 0, done = 0;
         for (size_t i = 0; i < j->n_v; i++)
-                if (!only || only == &j->v[i]) n += j->v[i].par;
+                if (!only || only == &j->v[i]) {
+                        n += j->v[i].par;
+                        if (j->v[i].finished && j->state == J_RUNNING) done += j->v[i].par;
+                }
         const char *cur = j->state == J_RUNNING ? "RUNNING" : "CANCELED";
         if (lower) num(o, "total", n);
         for (size_t i = 0; i < s->exec_states->n_enums; i++) {
                 char key[32];
-                snprintf(key, sizeof key, "%s", s->exec_states->enums[i]);
+                const char *st = s->exec_states->enums[i];
+                snprintf(key, sizeof key, "%s", st);
                 for (char *p = key; lower && *p; p++)
                         if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
-                num(o, key, strcmp(s->exec_states->enums[i], cur) == 0 ? n : 0);
+                num(o, key, strcmp(st, "FINISHED") == 0 ? done : strcmp(st, cur) == 0 ? n - done : 0);
         }
         return o;
 }
@@ -1033,7 +1039,8 @@ static void h_job(struct flink_sim *s, const struct call *c, struct answer *a) {
                         ssg_hex(ssg(v), hex);
                         cJSON_AddStringToObject(x, "slotSharingGroupId", hex);
                 }
-                cJSON_AddStringToObject(x, "status", j->state == J_RUNNING ? "RUNNING" : "CANCELED");
+                cJSON_AddStringToObject(x, "status",
+                                        j->state != J_RUNNING ? "CANCELED" : v->finished ? "FINISHED" : "RUNNING");
                 num(x, "start-time", (double)j->start_ms);
                 num(x, "end-time", -1);
                 num(x, "duration", (double)(epoch_ms(s, c->now) - j->start_ms));
@@ -1143,7 +1150,7 @@ static void h_jm_config(struct flink_sim *s, const struct call *c, struct answer
         snprintf(cooldown, sizeof cooldown, "%u ms", s->cooldown_ms);
         snprintf(slots, sizeof slots, "%u", s->n_tms ? s->tms[0].slots : 1);
         const char *kv[][2] = {
-                { "jobmanager.scheduler", s->default_scheduler ? "default" : "adaptive" },
+                { "jobmanager.scheduler", s->scheduler },
                 { "jobmanager.rpc.address", "flink-jobmanager" },
                 { "rest.port", "8081" },
                 { "taskmanager.numberOfTaskSlots", slots },
@@ -1703,6 +1710,8 @@ int flink_sim_start_port(const struct flink_sim_options *o, uint16_t port, struc
         }
         s->ver = major * 100 + minor;
         s->default_scheduler = o && o->default_scheduler;
+        snprintf(s->scheduler, sizeof s->scheduler, "%s",
+                 o && o->scheduler ? o->scheduler : s->default_scheduler ? "default" : "adaptive");
         s->checkpoint_ms = o && o->checkpoint_ms ? o->checkpoint_ms : 50;
         s->restart_ms = o && o->restart_ms ? o->restart_ms : 100;
         s->cooldown_ms = o ? o->cooldown_ms : 0;
@@ -1882,6 +1891,14 @@ static void remove_tms(struct flink_sim *s, const char *name, const char *ip) {
 
 void flink_sim_disconnect_taskmanager(struct flink_sim *s, const char *id_or_ip) {
         remove_tms(s, id_or_ip, id_or_ip);
+}
+
+void flink_sim_set_vertex_finished(struct flink_sim *s, const char *jid, const char *vid) {
+        pthread_mutex_lock(&s->lock);
+        struct job *j = job_find(s, jid);
+        struct vertex *v = j ? vertex_find(j, vid) : NULL;
+        if (v) v->finished = true;
+        pthread_mutex_unlock(&s->lock);
 }
 
 void flink_sim_pod_terminating(struct flink_sim *s, const char *pod_name, const char *pod_ip) {

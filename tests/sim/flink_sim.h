@@ -15,6 +15,8 @@ struct flink_sim;
 struct flink_sim_options {
         const char *version;       /* "1.18.1", "1.20.0", "2.0.0" (default 1.18.1) */
         bool default_scheduler;    /* jobmanager.scheduler: default (PUT resource-requirements -> 500) */
+        const char *scheduler;     /* jobmanager.scheduler as written in the configuration (default "adaptive"
+                                    * or "default"); Flink reads it case-insensitively */
         unsigned checkpoint_ms;    /* how long a triggered checkpoint takes (default 50) */
         unsigned restart_ms;       /* RESTARTING -> RUNNING after a restart or rescale (default 100) */
         unsigned cooldown_ms;      /* 1.19+/2.x: scaling-interval.min / cooldown (default 0) */
@@ -40,6 +42,10 @@ void flink_sim_add_taskmanager(struct flink_sim *s, const char *id, const char *
 void flink_sim_add_job(struct flink_sim *s, const char *jid, const char *name);
 void flink_sim_add_vertex(struct flink_sim *s, const char *jid, const char *vid, const char *name,
                           unsigned parallelism, unsigned max_parallelism, const char *slot_sharing_group);
+
+/* A vertex whose subtasks have all finished (a bounded source in a
+ * streaming job): while the job runs they count as FINISHED, not RUNNING. */
+void flink_sim_set_vertex_finished(struct flink_sim *s, const char *jid, const char *vid);
 
 /* A TaskManager left (its pod got SIGTERM: graceful disconnect). Jobs using
  * its slots restart on what remains, at min(upper bound, slots). */
