@@ -386,6 +386,21 @@ static void warn_unmatched(const struct cluster *c) {
         }
 }
 
+/* An upper bound of -1 (none) is read as 32768, which Flink refuses above
+ * the vertex's max parallelism (400); -1 itself must not go back either: a
+ * PUT of it was accepted by Flink 1.20.5 and then its JobManager failed
+ * fatally (tests/flink). The max parallelism means the same and is safe. */
+static void clamp_to_max(const struct fjob *j, struct flink_bounds *b, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                for (size_t k = 0; k < j->job->nv; k++)
+                        if (strcmp(j->job->v[k].id, b[i].vid) == 0 && j->job->v[k].max_parallelism > 0 &&
+                            b[i].upper > j->job->v[k].max_parallelism) {
+                                b[i].upper = j->job->v[k].max_parallelism;
+                                if (b[i].lower > b[i].upper)
+                                        b[i].lower = b[i].upper;
+                        }
+}
+
 static void plan_and_record(struct cluster *c);
 
 static void got_cluster_pods(struct cluster *c, struct fjob *unused, const struct k8s_response *x) {
@@ -459,8 +474,10 @@ static void plan_and_record(struct cluster *c) {
                 if (tm_leaving(c, &c->tms[i]))
                         c->leaving += c->tms[i].slots;
         warn_unmatched(c);
-        for (size_t i = 0; i < c->njobs; i++)
+        for (size_t i = 0; i < c->njobs; i++) {
+                clamp_to_max(&c->jobs[i], c->jobs[i].cur, c->jobs[i].ncur); /* the originals recorded are PUT-able */
                 pj[i] = (struct plan_job) { .job = c->jobs[i].job, .cur = c->jobs[i].cur, .ncur = c->jobs[i].ncur };
+        }
         if (plan_compute(pj, c->njobs, c->slots_total, c->leaving) < 0) {
                 degrade(c, "resource requirements do not cover the job's vertices");
                 return;
@@ -638,6 +655,11 @@ static void put_bounds(struct cluster *c, struct fjob *j, const struct flink_bou
                        void (*fn)(struct cluster *, struct fjob *, const struct k8s_response *)) {
         _cleanup_free_ char *body = NULL;
         char url[600];
+        struct flink_bounds safe[FLINK_MAX_VERTICES];
+        n = n < FLINK_MAX_VERTICES ? n : FLINK_MAX_VERTICES;
+        memcpy(safe, b, n * sizeof *b);
+        clamp_to_max(j, safe, n);
+        b = safe;
         if (flink_format_requirements(b, n, &body) < 0) {
                 struct k8s_response bad = { .status = 400 };
                 fn(c, j, &bad);

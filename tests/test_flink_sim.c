@@ -291,7 +291,6 @@ Test(flink_sim, put_rejections, .fini = teardown) {
         cr_assert_eq(PUT(RR, "{}"), 400);
         cr_assert_eq(PUT(RR, BOUNDS(0, 2, 1, 2)), 400);
         assert_errors("positive");
-        cr_assert_eq(PUT(RR, BOUNDS(1, -1, 1, 2)), 400);
         cr_assert_eq(PUT(RR, BOUNDS(3, 2, 1, 2)), 400);
         assert_errors("greater than");
         cr_assert_eq(PUT(RR, BOUNDS(1, 2, 1, 9)), 400); /* SINK's max parallelism is 8 */
@@ -337,6 +336,14 @@ Test(flink_sim, put_rejections, .fini = teardown) {
         cr_assert_eq(hi, 8);
         cr_assert_eq(flink_sim_puts(sim, JOB), 1);
         cr_assert_neq(flink_sim_first_put(sim, JOB), 0);
+
+        /* -1, no upper bound: Flink 1.20.5 answers 200 and its JobManager
+         * then fails fatally (tests/flink): accepted, read back as -1, and
+         * counted, so no client test passes sending it. */
+        cr_assert_eq(PUT(RR, BOUNDS(1, -1, 1, 2)), 200);
+        cr_assert_eq(GET(RR), 200);
+        cr_assert(strstr(body, "\"upperBound\":-1"), "%s", body);
+        cr_assert_eq(flink_sim_violations(sim), 11);
 }
 
 Test(flink_sim, default_scheduler_refuses_the_put, .fini = teardown) {

@@ -641,3 +641,23 @@ Test(rescale, finished_subtasks_count_as_done_in_verification) {
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
+
+/* A vertex whose upper bound is -1 (no bound, as an earlier PUT left it):
+ * lowered and restored to its max parallelism, which means the same. Not
+ * to 32768 (what -1 reads as: Flink answers 400 above the max parallelism)
+ * and not to -1 (Flink 1.20.5 accepted it and its JobManager then failed
+ * fatally: the simulator counts it as a violation). */
+Test(rescale, unbounded_upper_bound_restored_as_max_parallelism) {
+        struct proc p;
+        two_nodes_one_job(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 50 }, 2, 2, 8);
+        flink_sim_set_upper_unbounded(fl, JOB1, VA);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--verify-timeout=20s"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "Restored the original bounds", 30000), "%s\n--- flink:\n%s", p.out, flink_sim_log(fl));
+        cr_assert_eq(upper(JOB1, VA), 128, "%s", p.out);
+        cr_assert_eq(flink_sim_violations(fl), 0, "%s", flink_sim_log(fl));
+        cr_assert_eq(flink_sim_vertex_parallelism(fl, JOB1, VA), 4, "ran at the lower bound in between");
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}

@@ -43,6 +43,9 @@ void flink_sim_add_job(struct flink_sim *s, const char *jid, const char *name);
 void flink_sim_add_vertex(struct flink_sim *s, const char *jid, const char *vid, const char *name,
                           unsigned parallelism, unsigned max_parallelism, const char *slot_sharing_group);
 
+/* The vertex's upper bound is -1 (no bound: up to its max parallelism),
+ * as someone's earlier PUT left it; flink_sim_bounds() reports the max. */
+void flink_sim_set_upper_unbounded(struct flink_sim *s, const char *jid, const char *vid);
 /* A vertex whose subtasks have all finished (a bounded source in a
  * streaming job): while the job runs they count as FINISHED, not RUNNING. */
 void flink_sim_set_vertex_finished(struct flink_sim *s, const char *jid, const char *vid);
