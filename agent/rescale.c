@@ -21,6 +21,7 @@
 #define VERIFY_STEP (500 * USEC_PER_MSEC)
 #define PUT_AFTER_EVICT (500 * USEC_PER_MSEC) /* 1.18-1.20: PUT within a second of the evictions */
 #define PUT_ATTEMPTS 5
+#define RESTORE_ATTEMPTS 10 /* about 15 s with RETRY_BASE/RETRY_CAP: the job stays lowered until then */
 #define RETRY_BASE (200 * USEC_PER_MSEC)
 #define RETRY_CAP (2 * USEC_PER_SEC)
 #define DISCOVER_ATTEMPTS 5
@@ -41,6 +42,8 @@ struct fjob {
         bool put_reread;      /* the retry re-reads first (a 409: someone else changed them) */
         unsigned put_attempts;
         usec_t put_due;       /* monotonic: a failed PUT is retried then (0: none) */
+        bool restore_retry;   /* the retry at put_due is the restore's (re-read, then PUT the originals) */
+        unsigned restore_attempts;
 };
 
 struct cluster {
@@ -650,6 +653,7 @@ static void recorded(struct cluster *c, struct fjob *unused, const struct k8s_re
 /* ---- rescale ---- */
 
 static void put_answered(struct cluster *c, struct fjob *j, const struct k8s_response *x);
+static void restore_read(struct cluster *c, struct fjob *j, const struct k8s_response *x);
 
 static void put_bounds(struct cluster *c, struct fjob *j, const struct flink_bounds *b, size_t n,
                        void (*fn)(struct cluster *, struct fjob *, const struct k8s_response *)) {
@@ -718,7 +722,11 @@ static bool retry_puts(struct cluster *c, usec_t now) {
                 if (now < j->put_due)
                         continue;
                 j->put_due = 0;
-                if (j->put_reread) {
+                if (j->restore_retry) {
+                        char path[200];
+                        snprintf(path, sizeof path, "/jobs/%s/resource-requirements", j->job->jid);
+                        fget(c, j, path, restore_read);
+                } else if (j->put_reread) {
                         char path[200];
                         snprintf(path, sizeof path, "/jobs/%s/resource-requirements", j->job->jid);
                         fget(c, j, path, reread_for_put);
@@ -830,14 +838,21 @@ static void restore_put_answered(struct cluster *c, struct fjob *j, const struct
                          j->job->jid);
                 return;
         }
-        if (!x->err && x->status == 409 && j->put_attempts < 2 * PUT_ATTEMPTS) {
-                char path[200];
-                snprintf(path, sizeof path, "/jobs/%s/resource-requirements", j->job->jid);
-                fget(c, j, path, restore_read);
-                return;
-        }
         char w[256];
         why_of(x, w, sizeof w);
+        /* A 409 (someone changed the bounds meanwhile), a timeout, a 429 or
+         * a 5xx ("could not be persisted ... Please retry", a JobManager in
+         * leader election) passes: re-read and try again with backoff. A
+         * job left lowered waits for the next event or restart of spotd. */
+        bool again = x->err || x->status == 409 || x->status == 429 || x->status >= 500;
+        if (again && ++j->restore_attempts < RESTORE_ATTEMPTS) {
+                if (j->restore_attempts == 1)
+                        log_full(LOG_WARNING, MSG_RESCALE, &lc, "Cannot restore the bounds of job %s yet: %s; retrying",
+                                 j->job->jid, w);
+                j->restore_retry = true;
+                j->put_due = now_monotonic() + backoff_delay(RETRY_BASE, RETRY_CAP, j->restore_attempts);
+                return;
+        }
         j->restored = true; /* given up: the annotation keeps the originals for a later run */
         c->keep_annotation = true;
         c->why[0] = 0;
@@ -1036,6 +1051,7 @@ static void cluster_tick(struct cluster *c) {
         }
         case C_RESTORE: {
                 bool all = true;
+                retry_puts(c, now);
                 for (size_t i = 0; i < c->njobs; i++)
                         all &= c->jobs[i].restored;
                 if (all && !c->inflight) {

@@ -661,3 +661,29 @@ Test(rescale, unbounded_upper_bound_restored_as_max_parallelism) {
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
 }
+
+/* The restore meets a JobManager that cannot take it yet (500s, as while
+ * it "could not be persisted ... Please retry" or in leader election): it
+ * is retried with backoff, not given up on, which left the job lowered
+ * until the next event or restart of spotd. */
+Test(rescale, restore_retried_after_server_errors) {
+        struct proc p;
+        two_nodes_one_job(&(struct flink_sim_options) { .version = "1.18.1", .checkpoint_ms = 50, .restart_ms = 2000 }, 2, 2, 8);
+        cr_assert_eq(proc_spawn(&p, AGENT("node-a", simargs.imds, "--verify-timeout=20s"), NULL), 0);
+        cr_assert(proc_wait_for(&p, "Watching instance", 5000));
+        imds_sim_set_spot(imds, "terminate", time(NULL) + 120, 0);
+        cr_assert(proc_wait_for(&p, "Lowered the bounds", 20000), "%s", p.out);
+        /* Verification takes the 2 s restart: the faults meet the restore. */
+        flink_sim_fault(fl, "/jobs/" JOB1 "/resource-requirements", 500, 0, 3);
+        cr_assert(proc_wait_for(&p, "Restored the original bounds", 30000), "%s\n--- flink:\n%s", p.out, flink_sim_log(fl));
+        cr_assert(strstr(p.out, "Cannot restore the bounds of job " JOB1 " yet"), "%s", p.out);
+        cr_assert_eq(upper(JOB1, VA), 8, "%s", p.out);
+        cr_assert(eventually(({
+                                char *n = k8s_sim_node_json(kube, "node-a");
+                                bool cleared = n && !strstr(n, "flink.spotd.io/");
+                                free(n);
+                                cleared;
+                        }), 5000), "annotation cleared once restored");
+        cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
+        proc_free(&p);
+}
