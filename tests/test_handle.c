@@ -84,6 +84,28 @@ static bool has_spotd_taint(cJSON *node, const char *value) {
         return false;
 }
 
+/* The simulator takes any Event the real server takes (any type, no
+ * reason, no source): what spotd writes is held here to what kubectl and
+ * event exporters expect of one. */
+static void assert_events_well_formed(void) {
+        char *text = k8s_sim_events_json(kube);
+        cJSON *list = cJSON_Parse(text), *ev;
+        cr_assert(cJSON_GetArraySize(list) > 0, "%s", text);
+        cJSON_ArrayForEach(ev, list) {
+                const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "type"));
+                const char *reason = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "reason"));
+                const char *msg = cJSON_GetStringValue(cJSON_GetObjectItem(ev, "message"));
+                const char *comp = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "source"), "component"));
+                cr_assert(type && (strcmp(type, "Normal") == 0 || strcmp(type, "Warning") == 0), "type: %s", text);
+                cr_assert(reason && *reason && strlen(reason) <= 128 && strspn(reason, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                          "abcdefghijklmnopqrstuvwxyz0123456789") == strlen(reason), "reason: %s", text);
+                cr_assert(msg && *msg && strlen(msg) <= 1024, "message: %s", text);
+                cr_assert(comp && strcmp(comp, "spotd") == 0, "source.component: %s", text);
+        }
+        cJSON_Delete(list);
+        free(text);
+}
+
 static bool unschedulable(cJSON *node) {
         return cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(node, "spec"), "unschedulable"));
 }
@@ -123,6 +145,7 @@ Test(handle, evicts_exactly_the_taskmanagers) {
         cr_assert_geq(k8s_sim_events(kube, "SpotdFenced"), 1);
         cr_assert(eventually(k8s_sim_events(kube, "SpotdEvicted") == 6, 2000));
         cr_assert(eventually(k8s_sim_events(kube, "SpotdDone") == 1, 2000));
+        assert_events_well_formed();
         cr_assert_eq(proc_count(&p, "\"message_id\":\"e843f7d32eb742f2ad85405532a2100d\""), 6, "a journal entry per pod");
         cr_assert(strstr(p.out, "\"pod\":\"clicks-taskmanager-2\",\"namespace\":\"analytics\",\"flink_cluster\":\"clicks\""), "%s", p.out);
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
@@ -189,6 +212,7 @@ static void pdb_forever(bool force) {
                 cr_assert_eq(k8s_sim_deletes(kube, "flink", "orders-taskmanager-1-1"), 0);
                 cr_assert_eq(k8s_sim_pod_state(kube, "flink", "orders-taskmanager-1-1"), 0);
                 cr_assert(eventually(k8s_sim_events(kube, "SpotdEvictionBlocked") == 1, 2000));
+                assert_events_well_formed();
         }
         cr_assert_eq(proc_stop(&p, SIGTERM, 5000), 0);
         proc_free(&p);
