@@ -25,6 +25,12 @@ sed -n '/^mutants: [0-9]* run, /p' "${BUILD_DIR:-$here/../build}/Testing/Tempora
 bash "$here/kube/run.sh" "${BUILD_DIR:-$here/../build}" > "${BUILD_DIR:-$here/../build}/real-kube.log" 2>&1 || {
   rc=1; tail -n 60 "${BUILD_DIR:-$here/../build}/real-kube.log"; }
 grep -E '^(real-kube|sim-compare): ' "${BUILD_DIR:-$here/../build}/real-kube.log" || true
+# The real-Flink tests: spotd handling one reclaim on a real Flink 1.18.1,
+# 1.20.5 and 2.3.0 (tests/flink/README.md); 8 minutes for the three once
+# Java, Maven and the jars are there (the first run fetches them).
+bash "$here/flink/run.sh" "${BUILD_DIR:-$here/../build}" > "${BUILD_DIR:-$here/../build}/real-flink.log" 2>&1 || {
+  rc=1; tail -n 80 "${BUILD_DIR:-$here/../build}/real-flink.log"; }
+grep -E '^real-flink: ' "${BUILD_DIR:-$here/../build}/real-flink.log" || true
 
 # The same suite again in an AddressSanitizer + UndefinedBehaviorSanitizer
 # build (its own build tree, kept between runs): the test processes and every

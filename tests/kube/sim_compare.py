@@ -41,7 +41,8 @@ def seed_real(c):
                 raise
     post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flink"}})
     post("/api/v1/namespaces/flink/serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
-    for name, lab in (("tm-1", TM), ("tm-2", TM), ("web", "app=web"), ("free", "app=free"), ("free2", "app=free")):
+    for name, lab in (("tm-1", TM), ("tm-2", TM), ("web", "app=web"), ("free", "app=free"), ("free2", "app=free"),
+                      ("free3", "app=free")):
         post("/api/v1/namespaces/flink/pods", {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels(lab)},
             "spec": {"nodeName": "node-a", "terminationGracePeriodSeconds": 30, "automountServiceAccountToken": False,
@@ -62,7 +63,8 @@ def seed_real(c):
 
 def start_sim(build, tmp):
     argv = [os.path.join(build, "tests", "sim", "k8s-sim"), "--dir", tmp, "--node", "node-a:kubernetes.io/hostname=node-a"]
-    for name, lab in (("tm-1", TM), ("tm-2", TM), ("web", "app=web"), ("free", "app=free"), ("free2", "app=free")):
+    for name, lab in (("tm-1", TM), ("tm-2", TM), ("web", "app=web"), ("free", "app=free"), ("free2", "app=free"),
+                      ("free3", "app=free")):
         argv += ["--pod", f"flink/{name}:node-a:{lab}:30"]
     argv += ["--pdb", "flink/tm:component=taskmanager:3600000", "--pdb", "flink/web-1:app=web", "--pdb", "flink/web-2:app=web"]
     log = open(os.path.join(tmp, "k8s-sim.log"), "w+")
@@ -128,7 +130,8 @@ CASES = [
     ("evict, merge-patch media type", "POST", EVICT.format("tm-1"), MERGE, ev("tm-1")),
     ("evict, uid precondition of another pod", "POST", EVICT.format("free"), JSON,
      ev("free", deleteOptions={"preconditions": {"uid": "00000000-0000-0000-0000-000000000000"}})),
-    ("evict, gracePeriodSeconds -1", "POST", EVICT.format("free"), JSON, ev("free", deleteOptions={"gracePeriodSeconds": -1})),
+    # its own pod: accepted, it terminates within 1 s and would be gone for the requests below
+    ("evict, gracePeriodSeconds -1", "POST", EVICT.format("free3"), JSON, ev("free3", deleteOptions={"gracePeriodSeconds": -1})),
     ("evict, gracePeriodSeconds a string", "POST", EVICT.format("free"), JSON, ev("free", deleteOptions={"gracePeriodSeconds": "5"})),
     ("evict, accepted", "POST", EVICT.format("free"), JSON, ev("free", deleteOptions={"gracePeriodSeconds": 20})),
     ("evict again, pod terminating", "POST", EVICT.format("free"), JSON, ev("free")),
