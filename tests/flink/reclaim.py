@@ -305,8 +305,9 @@ def run_way(way, a, root):
         subprocess.run([CLUSTER, "stop", d], check=False)
 
 
-def jm_time(line):
-    """The UTC time of a JobManager log line, or None."""
+def log_time(line):
+    """The UTC time at the start of a log line (the JobManager's
+    "2026-12-06T22:56:26,272Z ..." or spotd's "...26.272Z"), or None."""
     try:
         return calendar.timegm(time.strptime(line[:19], "%Y-%m-%dT%H:%M:%S")) + int(line[20:23]) / 1000
     except ValueError:
@@ -324,7 +325,7 @@ def sink_figures(res, d):
     jm_log = os.path.join(d, "log", "jobmanager.log")
     for line in open(jm_log, errors="replace"):
         if "Registering TaskManager with ResourceID tm-4" in line:
-            t = jm_time(line)
+            t = log_time(line)
             if t is not None and t < t_reg:
                 t_reg = t
             break
@@ -353,7 +354,7 @@ def sink_figures(res, d):
     n = before = 0
     for line in open(jm_log, errors="replace"):
         if "Restoring job" in line:
-            t = jm_time(line)
+            t = log_time(line)
             if t is None:
                 continue
             if t >= t_notice - 1:
@@ -378,11 +379,8 @@ def timeline(d, t_from, t_to):
     ev = []
 
     def add(ts, who, msg):
-        try:
-            t = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + int(ts[20:23]) / 1000
-        except ValueError:
-            return
-        if t_from <= t <= t_to:
+        t = log_time(ts)
+        if t is not None and t_from <= t <= t_to:
             ev.append((t, who, msg.strip()))
     try:
         for line in open(os.path.join(d, "log", "spotd.log")):
