@@ -839,8 +839,8 @@ static void event_invalid(const char *ns, const char *path, const char *value, c
  * a 2,000-character message (tests/kube/sim_compare.py); a field of the
  * wrong JSON type does not decode. */
 Test(k8s_sim, events_validated_as_the_real_server_does) {
-        char big[2100], url[64];
-        snprintf(url, sizeof url, "/api/v1/namespaces/default/events");
+        char big[2100];
+        const char *url = EVENTS("default");
         snprintf(big, sizeof big, "\"%02000d\"", 0);
         const char *taken[][2] = { { "reason", "\"\"" }, { "reason", NULL }, { "type", "\"Info\"" }, { "type", NULL },
                                    { "source", "{}" }, { "message", big } };
