@@ -674,6 +674,12 @@ int config_parse(struct config *c, int argc, char *const *argv, char *const *env
                 }
                 strcpy(c->node_name, host); /* valid names fit: at most 253 */
         }
+        /* The metadata client speaks plain HTTP only: the service has no TLS. */
+        if (strncmp(c->imds_endpoint, "http://", 7) != 0) {
+                fprintf(err, "spotd: --imds-endpoint \"%.64s\" must be an http:// URL (the metadata service has no TLS)\n",
+                        c->imds_endpoint);
+                return -EINVAL;
+        }
         /* The pod list's field selector is sent from a fixed buffer too; a valid
          * node name always fits, this keeps it so should the rules change. */
         char field[CONFIG_FIELD_SELECTOR_ESCAPED_MAX + 32], esc[CONFIG_FIELD_SELECTOR_ESCAPED_MAX];

@@ -1,9 +1,11 @@
 /* Client for the EC2 instance metadata service (IMDS) and parsers for the
  * payloads it serves. No policy: callers decide what a notice means.
  *
- * One client owns one curl multi handle: requests reuse kept-alive
- * connections (a real instance closes each one after its answer), and
- * imds_get_many() sends a poll round's requests at once. It speaks IMDSv2
+ * The client speaks HTTP/1.1 itself on plain sockets (http:// endpoints
+ * only: the service has no TLS), not through libcurl, whose per-request
+ * cost was most of spotd's idle CPU. Requests reuse kept-alive connections
+ * (a real instance closes each one after its answer), and imds_get_many()
+ * sends a poll round's requests at once. It speaks IMDSv2
  * (session token, refreshed before expiry and on 401) and falls back to
  * IMDSv1 when the token PUT fails, retrying v2 with backoff rather than on
  * every request. Not thread-safe. */
@@ -51,7 +53,9 @@ struct imds *imds_free(struct imds *c);
 /* GETs /latest/<path>. On 200 returns 0 and a NUL-terminated body the caller
  * frees. 404 -> -ENOENT; 401 that survives one token refresh -> -EACCES;
  * other statuses -> -EPROTO (see imds_last_status()); oversized -> -EFBIG;
- * transport errors as http_curl_errno(). */
+ * transport errors: -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET
+ * (closed before a whole answer), -EIO (an answer that is not HTTP/1.x or
+ * whose framing is broken), -ENOMEM. */
 int imds_get(struct imds *c, const char *path, char **ret_body, size_t *ret_len);
 
 /* One request of imds_get_many(). */

@@ -84,6 +84,7 @@ Test(config, errors_name_option_and_value) {
                 { "--imds-endpoint=http://", "--imds-endpoint" },
                 { "--imds-endpoint=http://a b", "--imds-endpoint" },
                 { "--imds-endpoint=http://h:99999", "--imds-endpoint" },
+                { "--imds-endpoint=https://169.254.169.254", "must be an http:// URL (the metadata service has no TLS)" },
                 { "--health-max-connections=-1", "--health-max-connections" },
                 { "--health-max-connections=1x", "whole number" },
                 { "--health-addr=localhost:80", "--health-addr" },

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,7 +337,8 @@ Test(imds_client, real_instance_closes_every_connection) {
 /* ---- answers no server library would send: a raw server ---- */
 
 /* Answers the i-th request with answers[i], over as many connections as the
- * client opens, then stops. */
+ * client opens, then stops. An answer starting with '!' is sent without it,
+ * and the connection closed after it. */
 struct raw_server {
         int fd;
         unsigned port;
@@ -363,8 +365,13 @@ static void *raw_serve(void *arg) {
                         if (!strstr(buf, "\r\n\r\n"))
                                 continue;
                         got = 0;
-                        (void) !send(c, s->answers[next], strlen(s->answers[next]), MSG_NOSIGNAL);
-                        next++;
+                        /* "!answer": send it, then close (the answer ends with the connection) */
+                        const char *a = s->answers[next++];
+                        bool close_after = *a == '!';
+                        a += close_after;
+                        (void) !send(c, a, strlen(a), MSG_NOSIGNAL);
+                        if (close_after)
+                                break;
                 }
                 close(c);
         }
@@ -390,6 +397,21 @@ static void raw_stop(struct raw_server *s) {
         close(s->fd);
 }
 
+/* A v1 client of the raw server; max_body 0: the default. */
+static struct imds *raw_client(const struct raw_server *s, size_t max_body) {
+        struct imds_options o;
+        struct imds *c;
+        char url[64];
+        snprintf(url, sizeof url, "http://127.0.0.1:%u", s->port);
+        imds_options_default(&o);
+        o.endpoint = url;
+        o.mode = IMDS_MODE_V1_ONLY;
+        if (max_body)
+                o.max_body = max_body;
+        cr_assert_eq(imds_new(&o, &c), 0);
+        return c;
+}
+
 /* Found by fuzzing (tests/fuzz/corpus/imds_client/crash-curl-folded-header):
  * libcurl before 8.1.0 (Debian 12: 7.88) kept a pointer to the previous
  * answer's freed headers in a reused handle and appended a folded first
@@ -401,18 +423,12 @@ Test(imds_client, folded_first_header_after_an_answer) {
                 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         };
         struct raw_server s;
-        struct imds_options o;
-        struct imds *c;
-        char url[64], *body = NULL;
+        char *body = NULL;
         size_t len;
         int r;
 
         raw_start(&s, answers, 3);
-        snprintf(url, sizeof url, "http://127.0.0.1:%u", s.port);
-        imds_options_default(&o);
-        o.endpoint = url;
-        o.mode = IMDS_MODE_V1_ONLY;
-        cr_assert_eq(imds_new(&o, &c), 0);
+        struct imds *c = raw_client(&s, 0);
         cr_assert_eq(imds_get(c, SPOT, &body, &len), 0);
         cr_assert_str_eq(body, "ok");
         free(body);
@@ -424,4 +440,80 @@ Test(imds_client, folded_first_header_after_an_answer) {
         free(body);
         imds_free(c);
         raw_stop(&s);
+}
+
+/* The client's own HTTP/1.1 framing (common/imds.c, "transport"): every way
+ * an answer may be delimited, and the ones it must refuse, each answered by
+ * a raw server and followed by a good answer the client must still read. */
+static int raw_get(const char *answer, char **body, size_t *len) {
+        const char *const answers[] = { answer, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood" };
+        struct raw_server s;
+        char *b2 = NULL;
+        size_t l2;
+        raw_start(&s, answers, 2);
+        struct imds *c = raw_client(&s, 64);
+        *body = NULL;
+        int r = imds_get(c, SPOT, body, len);
+        cr_assert_eq(imds_get(c, SPOT, &b2, &l2), 0, "after %s", answer);
+        cr_assert_str_eq(b2, "good");
+        free(b2);
+        imds_free(c);
+        raw_stop(&s);
+        return r;
+}
+
+Test(imds_client, every_framing_read_and_bad_ones_refused) {
+        static const struct { const char *answer, *body; int r; } cases[] = {
+                { "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "hello", 0 },
+                { "HTTP/1.1 200\r\ncontent-length:5\r\n\r\nhello", "hello", 0 },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\nT: 1\r\n\r\n", "hello", 0 },
+                { "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "ok", 0 },
+                { "!HTTP/1.0 200 OK\r\n\r\nto the end", "to the end", 0 },
+                { "!HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end", "to the end", 0 },
+                { "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "", 0 },
+                /* kept alive by its framing, closed by the server right after:
+                 * the next request finds it closed and goes on a new one */
+                { "!HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "ok", 0 },
+                { "HTTP/1.1 204 No Content\r\n\r\n", NULL, -EPROTO },
+                { "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!", NULL, -ENOENT },
+                /* refused */
+                { "HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n", NULL, -EFBIG },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n", NULL, -EFBIG },
+                { "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", NULL, -EIO },
+                { "HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok", NULL, -EIO },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", NULL, -EIO },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", NULL, -EIO },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokXX0\r\n\r\n", NULL, -EIO },
+                { "HTTP/2 200\r\n\r\n", NULL, -EIO },
+                { "HTTP/1.1 2x0 OK\r\n\r\n", NULL, -EIO },
+                { "HTTP/1.1 101 Switching Protocols\r\n\r\n", NULL, -EIO },
+                { "HTTP/1.1 200 OK\r\n folded: x\r\nContent-Length: 2\r\n\r\nok", NULL, -EIO },
+                { "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", NULL, -EIO },
+                { "!HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", NULL, -ECONNRESET },
+                { "!HTTP/1.1 200 OK\r\nX: 1\r\n", NULL, -ECONNRESET },
+                { "!HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", NULL, -ECONNRESET },
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                char *body;
+                size_t len;
+                int r = raw_get(cases[i].answer, &body, &len);
+                cr_assert_eq(r, cases[i].r, "case %zu (%s): %d, not %d", i, cases[i].answer, r, cases[i].r);
+                if (cases[i].body) {
+                        cr_assert_str_eq(body, cases[i].body, "case %zu", i);
+                        cr_assert_eq(len, strlen(cases[i].body));
+                }
+                free(body);
+        }
+}
+
+/* A header block past the 8 KiB bound is refused, not buffered on. */
+Test(imds_client, oversized_header_block_refused) {
+        static char big[12000];
+        int n = snprintf(big, sizeof big, "HTTP/1.1 200 OK\r\nX-Big: ");
+        memset(big + n, 'a', 10000);
+        strcpy(big + n + 10000, "\r\nContent-Length: 2\r\n\r\nok");
+        char *body;
+        size_t len;
+        cr_assert_eq(raw_get(big, &body, &len), -EIO);
+        free(body);
 }
