@@ -45,7 +45,9 @@ struct pod {
         enum pod_state st;
         bool checking;       /* a gone check is in flight */
         bool final_block;    /* not retryable (several PDBs): force delete or give up at the margin */
-        bool warned;         /* the current failure streak was logged */
+        int warned_as;       /* the failure last logged: HTTP status or -errno, 0 none; a
+                              * streak of one kind is logged once, a new kind again
+                              * (a PDB's 429, then the API server refusing) */
         int cluster;         /* its Flink cluster in the rescale, or -1 */
         unsigned attempts;
         usec_t due;          /* monotonic: next eviction attempt or gone check */
@@ -730,8 +732,8 @@ static void evicted(struct handler *h, struct pod *p, const struct k8s_response 
         }
         if (next > h->margin_at)
                 next = h->margin_at; /* one last try at the margin itself */
-        if (!p->warned) {
-                p->warned = true;
+        if (p->warned_as != (r->err ? r->err : (int) r->status)) {
+                p->warned_as = r->err ? r->err : (int) r->status;
                 log_full(LOG_WARNING, MSG_EVICTION_BLOCKED, &c, "Eviction of pod %s/%s %s (%s); retrying for %lds more",
                          p->ns, p->name, r->status == 429 ? "blocked by a PodDisruptionBudget" : "failed", why,
                          secs_left(h, h->margin_at));

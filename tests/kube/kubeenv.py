@@ -101,6 +101,7 @@ class KubeEnv:
         self.dir = os.path.abspath(d)
         self.nodes = list(nodes)
         self.procs = {}
+        self.argv = {}
         self.env = {}
 
     # -- lifecycle --------------------------------------------------------
@@ -110,6 +111,7 @@ class KubeEnv:
                              start_new_session=True, **kw)
         log.close()
         self.procs[name] = p
+        self.argv[name] = (argv, kw)
         with open(os.path.join(self.dir, name + ".pid"), "w") as f:
             f.write(str(p.pid))
         return p
@@ -196,6 +198,23 @@ class KubeEnv:
             raise
         print(f"kubeenv: up in {time.time() - t0:.1f}s: {server} (env {self.dir}/env)", file=sys.stderr)
         return self
+
+    def kill_apiserver(self):
+        """SIGKILL kube-apiserver (a control-plane crash: connections reset,
+        then refused); restart_apiserver() brings it back."""
+        p = self.procs["kube-apiserver"]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+    def restart_apiserver(self, timeout=120):
+        """Starts kube-apiserver again with the same arguments (same port,
+        same etcd: every object is still there) and waits until /readyz."""
+        argv, kw = self.argv["kube-apiserver"]
+        p = self._spawn("kube-apiserver", argv, **kw)
+        admin = self.client()
+        self._wait("kube-apiserver", lambda: admin.request("GET", "/readyz", raw=True)[0] == 200, timeout, p)
+        admin.close()
+        self._write_env(os.path.join(self.dir, "env"))
 
     def _audit_policy(self):
         path = os.path.join(self.dir, "audit-policy.json")

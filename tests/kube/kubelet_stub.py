@@ -7,7 +7,8 @@ For each node it is given it:
   - marks each pod bound to it (spec.nodeName) Running and Ready through the
     status subresource; a pod annotated kubelet-stub.spotd.io/command (a JSON
     argv) gets that process started, with the first container's plain env,
-    and goes Succeeded/Failed when it exits by itself;
+    and goes Succeeded/Failed when it exits by itself; its podIP is
+    kubelet-stub.spotd.io/pod-ip when annotated, else 127.0.0.1;
   - finishes graceful deletion: a pod with a deletionTimestamp has its
     process sent SIGTERM, and is deleted with grace 0 (uid precondition) once
     the process has exited, or at the end of its grace period (then SIGKILL).
@@ -30,6 +31,7 @@ import kubeclient  # noqa: E402
 
 ANN_CMD = "kubelet-stub.spotd.io/command"
 ANN_SLOW = "kubelet-stub.spotd.io/terminate-after"
+ANN_IP = "kubelet-stub.spotd.io/pod-ip"
 
 
 def now():
@@ -89,12 +91,16 @@ class Kubelet:
             self.procs[uid] = subprocess.Popen(argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                                stdin=subprocess.DEVNULL, start_new_session=True)
             logf.close()
+        # the pod's IP: a loopback address of its own when the test gives one
+        # (a TaskManager process bound to it, or a JobManager simulator's
+        # TaskManager of that IP), else the node's
+        ip = (md.get("annotations") or {}).get(ANN_IP, "127.0.0.1")
         t = now()
         conds = [{"type": k, "status": "True", "lastTransitionTime": t}
                  for k in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]
         self.patch_status(pod, {
             "phase": "Running", "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "startTime": t, "conditions": conds,
+            "podIP": ip, "podIPs": [{"ip": ip}], "startTime": t, "conditions": conds,
             "containerStatuses": [{"name": c["name"], "image": c["image"], "imageID": "", "ready": True,
                                    "started": True, "restartCount": 0, "state": {"running": {"startedAt": t}}}
                                   for c in spec["containers"]]})

@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -343,7 +344,9 @@ class Audit:
                     e = json.loads(line)
                 except ValueError:
                     continue
-                if e.get("user", {}).get("username") == user and e.get("stage") == "ResponseComplete":
+                # user None: everyone's, failed authentications included
+                # (audited as ResponseStarted, with no user)
+                if user is None or (e.get("user", {}).get("username") == user and e.get("stage") == "ResponseComplete"):
                     out.append(e)
         return out
 
@@ -354,10 +357,17 @@ def req_name(e):
     return f"{e['verb']} {res}"
 
 
-def token_for(sa="spotd", ns=CHART_NS):
+def token_for(sa="spotd", ns=CHART_NS, bound=None, path=None):
+    """A TokenRequest token of the ServiceAccount, written to a file (path).
+    bound: a Secret object of ns the token is bound to, as the kubelet binds
+    a projected token to its pod: deleting it invalidates the token."""
+    spec = {"expirationSeconds": 3600}
+    if bound:
+        spec["boundObjectRef"] = {"kind": "Secret", "apiVersion": "v1", "name": bound["metadata"]["name"],
+                                  "uid": bound["metadata"]["uid"]}
     r = ADMIN.post(f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})
-    path = os.path.join(A.tmp, f"token-{sa}")
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+    path = path or os.path.join(A.tmp, f"token-{sa}")
     with open(path, "w") as f:
         f.write(r["status"]["token"])
     return path
@@ -373,15 +383,19 @@ def ensure_ns(ns):
                    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
 
 
-def mk_pod(ns, name, node, labels, annotations=None, grace=30):
+def mk_pod(ns, name, node, labels, annotations=None, grace=30, wait=True):
     ADMIN.post(f"/api/v1/namespaces/{ns}/pods", {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": labels, "annotations": annotations or {}},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": grace, "automountServiceAccountToken": False,
                  "containers": [{"name": "taskmanager", "image": "flink:1.20"}]}})
+    return pod_ready(ns, name) if wait else None
+
+
+def pod_ready(ns, name, timeout=20):
     return wait_for(f"pod {ns}/{name} Running and Ready", lambda: (lambda p: p if p["status"].get("phase") == "Running" and any(
         c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) else None)(
-        ADMIN.get(f"/api/v1/namespaces/{ns}/pods/{name}")))
+        ADMIN.get(f"/api/v1/namespaces/{ns}/pods/{name}")), timeout)
 
 
 def mk_pdb(ns, name, min_available, selector):
@@ -401,7 +415,7 @@ def pdb_settled(ns, name, allowed):
 
 def reset_node(node):
     n = ADMIN.get(f"/api/v1/nodes/{node}")
-    anns = {k: None for k in (n["metadata"].get("annotations") or {}) if k.startswith("spotd.io/")}
+    anns = {k: None for k in (n["metadata"].get("annotations") or {}) if k.startswith(("spotd.io/", "flink.spotd.io/"))}
     ADMIN.patch(f"/api/v1/nodes/{node}", {"metadata": {"annotations": anns},
                                          "spec": {"unschedulable": None, "taints": None}})
 
@@ -557,22 +571,28 @@ def test_spotd_reclaim():
         sim.stop()
 
 
-def test_spotd_resume_after_kill9():
-    """spotd killed with SIGKILL while a PDB blocks its evictions; a new
-    spotd finds its fence on the node, does not fence again, and finishes the
-    drain once the PDB allows; each pod is evicted once."""
+def blocked_drain(ns, names, *extra):
+    """The chart, TaskManagers names on a clean node-a with a PDB that blocks
+    their eviction, the audit log marked, a spot notice and spotd started."""
     ensure_chart()
     token = token_for()
-    ns = "resume"
     ensure_ns(ns)
     reset_node("node-a")
-    uids = {n: mk_pod(ns, n, "node-a", TM_LABELS)["metadata"]["uid"] for n in ("flink-taskmanager-3-1", "flink-taskmanager-3-2")}
-    mk_pdb(ns, "block", 2, {"component": "taskmanager"})
+    uids = {n: mk_pod(ns, n, "node-a", TM_LABELS)["metadata"]["uid"] for n in names}
+    mk_pdb(ns, "block", len(names), {"component": "taskmanager"})
     pdb_settled(ns, "block", 0)
     audit = Audit()
     mark = audit.mark()
     sim, url = imds_sim("--spot", "terminate")
-    first = spotd("node-a", url, token)
+    return token, uids, audit, mark, sim, url, spotd("node-a", url, token, *extra)
+
+
+def test_spotd_resume_after_kill9():
+    """spotd killed with SIGKILL while a PDB blocks its evictions; a new
+    spotd finds its fence on the node, does not fence again, and finishes the
+    drain once the PDB allows; each pod is evicted once."""
+    ns = "resume"
+    token, uids, audit, mark, sim, url, first = blocked_drain(ns, ("flink-taskmanager-3-1", "flink-taskmanager-3-2"))
     second = None
     try:
         wait_for("node-a fenced", lambda: fenced("node-a"), 15)
@@ -593,10 +613,7 @@ def test_spotd_resume_after_kill9():
         wait_for("phase done", lambda: phase("node-a") == "done", 30)
         after = audit.since(mark2)
         refence = [e for e in after if req_name(e) == "patch nodes"]
-        accepted = {}
-        for e in audit.since(mark):
-            if req_name(e) == "create pods/eviction" and e["responseStatus"]["code"] in (200, 201):
-                accepted[e["objectRef"]["name"]] = accepted.get(e["objectRef"]["name"], 0) + 1
+        accepted = accepted_evictions(audit.since(mark))
         check(accepted == {n: 1 for n in uids}, f"accepted evictions per pod {accepted}")
         say(f"resumed: same event id, both pods evicted once {accepted}, phase done; "
             f"node PATCHes by the new spotd: {len(refence)}")
@@ -672,6 +689,290 @@ def test_spotd_dry_run():
         ADMIN.delete(f"/api/v1/namespaces/{ns}/pods/flink-taskmanager-2-1", {"gracePeriodSeconds": 0})
 
 
+def snippet(line, words, before=90, after=25):
+    i = min((line.find(w) for w in words if w in line), default=0)
+    return line[max(0, i - before):i + after]
+
+
+def accepted_evictions(reqs):
+    out = {}
+    for e in reqs:
+        if req_name(e) == "create pods/eviction" and e["responseStatus"]["code"] in (200, 201):
+            out[e["objectRef"]["name"]] = out.get(e["objectRef"]["name"], 0) + 1
+    return out
+
+
+def test_spotd_survives_apiserver_outage():
+    """While a PDB blocks the drain, kube-apiserver is killed (-9) and started
+    again, then frozen (SIGSTOP) for 6 s: spotd's requests are refused, then
+    time out. The same spotd process keeps its event, evicts each pod exactly
+    once when the PDB allows, and reaches phase done."""
+    ns = "outage"
+    token, uids, audit, mark, sim, url, agent = blocked_drain(ns, ("flink-taskmanager-4-1", "flink-taskmanager-4-2"),
+                                                              "--kube-timeout=2s")
+    try:
+        wait_for("node-a fenced", lambda: fenced("node-a"), 15)
+        event_id = node_of("node-a")["metadata"]["annotations"]["spotd.io/event-id"]
+        wait_for("an eviction answered 429", lambda: [e for e in audit.since(mark) if req_name(e) == "create pods/eviction"
+                                                      and e["responseStatus"]["code"] == 429], 20)
+        t0 = time.time()
+        ENV.kill_apiserver()
+        time.sleep(3)
+        ENV.restart_apiserver()
+        ADMIN.close()
+        say(f"kube-apiserver killed -9 and started again: {time.time() - t0:.1f}s without an API server")
+        mark2 = audit.mark()
+        wait_for("spotd's evictions reaching the restarted server", lambda: [
+            e for e in audit.since(mark2) if req_name(e) == "create pods/eviction"], 30)
+        api = ENV.procs["kube-apiserver"]
+        os.killpg(api.pid, signal.SIGSTOP)
+        time.sleep(6)
+        os.killpg(api.pid, signal.SIGCONT)
+        ADMIN.close()
+        say("kube-apiserver frozen (SIGSTOP) for 6 s, then continued")
+        check(agent.p.poll() is None, f"spotd exited with {agent.p.returncode}")
+        ADMIN.patch(f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/block", {"spec": {"minAvailable": 0}})
+        for n, u in uids.items():
+            wait_for(f"{n} gone", lambda: pod_state(ns, n, u) == "gone", 30)
+        wait_for("phase done", lambda: phase("node-a") == "done", 30)
+        check(node_of("node-a")["metadata"]["annotations"].get("spotd.io/event-id") == event_id,
+              "the event id on node-a changed")
+        accepted = accepted_evictions(audit.since(mark))
+        check(accepted == {n: 1 for n in uids}, f"accepted evictions per pod {accepted}")
+        # http_strerror()'s words for what the outages did to spotd's requests
+        failed = [ln for ln in agent.text().splitlines() if "Eviction of pod" in ln and
+                  any(w in ln for w in ("connection refused", "timed out", "connection reset"))]
+        check(failed, "spotd logged no refused or timed-out request: were the outages seen at all?")
+        say(f"same process, same event {event_id}; each pod evicted once {accepted}; phase done; "
+            f"spotd saw the outage: {snippet(failed[0], ('connection refused', 'timed out', 'connection reset'))!r}")
+    except Failure:
+        print(agent.tail(40))
+        raise
+    finally:
+        agent.stop()
+        sim.stop()
+
+
+def test_spotd_rotated_token():
+    """The token file is rotated and the old token revoked (its bound Secret
+    deleted, as a deleted pod revokes its projected token) while spotd idles:
+    the notice's first request is answered 401, spotd re-reads the file and
+    handles the reclaim with the new token."""
+    ensure_chart()
+    ns = "rotate"
+    ensure_ns(ns)
+    reset_node("node-a")
+    uids = {n: mk_pod(ns, n, "node-a", TM_LABELS)["metadata"]["uid"] for n in ("flink-taskmanager-5-1",)}
+    secrets = [ADMIN.post(f"/api/v1/namespaces/{CHART_NS}/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"spotd-token-bind-{i}-{time.time():.0f}"}})
+        for i in (1, 2)]
+    path = os.path.join(A.tmp, "token-rotated")
+    token_for(bound=secrets[0], path=path)
+    old = open(path).read()
+    check(ENV.client(token=old).request("GET", "/api/v1/nodes/node-a", raw=True)[0] == 200, "the first token does not work")
+    stub = ImdsStub()
+    audit = Audit()
+    mark = audit.mark()
+    agent = spotd("node-a", stub.url, path)
+    try:
+        wait_for("spotd to read node-a at start", lambda: [e for e in audit.since(mark) if req_name(e) == "get nodes"], 15)
+        token_for(bound=secrets[1], path=path + ".new")
+        os.rename(path + ".new", path)   # as the kubelet swaps a projected volume: atomically
+        ADMIN.delete(f"/api/v1/namespaces/{CHART_NS}/secrets/{secrets[0]['metadata']['name']}")
+        wait_for("the old token refused (401)", lambda: ENV.client(token=old).request(
+            "GET", "/api/v1/nodes/node-a", raw=True)[0] == 401, 15)
+        say("token file replaced, old token revoked: the server answers it 401")
+        mark2 = audit.mark()
+        t = time.time()
+        stub.spot = {"action": "terminate", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t + 120))}
+        for n, u in uids.items():
+            wait_for(f"{n} evicted and gone", lambda: pod_state(ns, n, u) == "gone", 30)
+        wait_for("phase done", lambda: phase("node-a") == "done", 30)
+        after = audit.since(mark2, user=None)
+        unauth = [e for e in after if e["responseStatus"]["code"] == 401]
+        ok = [e for e in after if e.get("user", {}).get("username") == SA_USER and e["responseStatus"]["code"] < 300]
+        check(unauth, "no request was answered 401: the rotation was not exercised")
+        check(ok and ok[-1]["stageTimestamp"] > unauth[0]["stageTimestamp"], "no request succeeded after the 401")
+        denied = [req_name(e) for e in after if e["responseStatus"]["code"] == 403]
+        check(not denied, f"denied: {denied}")
+        say(f"{len(unauth)} request(s) answered 401, then {len(ok)} answered 2xx with the new token; pod gone, phase done")
+    except Failure:
+        print(agent.tail(30))
+        raise
+    finally:
+        agent.stop()
+        stub.close()
+
+
+def test_spotd_untrusted_ca():
+    """spotd given a CA that did not sign the API server's certificate:
+    TLS verification fails, nothing reaches the server, node-a is untouched,
+    and spotd keeps running."""
+    ensure_chart()
+    token = token_for()
+    reset_node("node-a")
+    ca = os.path.join(A.tmp, "other-ca")
+    os.makedirs(ca, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", os.path.join(ca, "ca.key"),
+                    "-out", os.path.join(ca, "ca.crt"), "-days", "1", "-subj", "/CN=not-the-cluster-ca"],
+                   check=True, capture_output=True)
+    before = node_of("node-a")["metadata"]["resourceVersion"]
+    audit = Audit()
+    mark = audit.mark()
+    sim, url = imds_sim("--spot", "terminate")
+    argv_ca = f"--kube-ca-file={os.path.join(ca, 'ca.crt')}"
+    agent = spotd("node-a", url, token, argv_ca)
+    try:
+        wait_for("spotd to report the TLS failure", lambda: "TLS verification failed" in agent.text(), 15)
+        time.sleep(2)
+        check(agent.p.poll() is None, f"spotd exited with {agent.p.returncode}")
+        check(node_of("node-a")["metadata"]["resourceVersion"] == before, "node-a changed")
+        reqs = audit.since(mark)
+        check(not reqs, f"requests reached the server: {[req_name(e) for e in reqs]}")
+        line = next(ln for ln in agent.text().splitlines() if "TLS verification failed" in ln)
+        say(f"refused by spotd itself, no request reached the server, node-a unchanged: {line[-120:]!r}")
+    except Failure:
+        print(agent.tail(20))
+        raise
+    finally:
+        agent.stop()
+        sim.stop()
+
+
+def test_spotd_undo_keeps_operator_cordon():
+    """An operator cordoned node-b before spotd's fence; when the scheduled
+    event is canceled spotd removes its taint and annotations but leaves the
+    operator's cordon."""
+    ensure_chart()
+    token = token_for()
+    reset_node("node-b")
+    ADMIN.patch("/api/v1/nodes/node-b", {"spec": {"unschedulable": True}})
+    stub = ImdsStub()
+    t = time.time()
+    stub.set_scheduled("system-reboot", "active", "instance-event-0123456789abcdef1", t + 100, t + 7200)
+    agent = spotd("node-b", stub.url, token)
+    try:
+        wait_for("node-b fenced", lambda: fenced("node-b"), 15)
+        stub.set_scheduled("system-reboot", "canceled", "instance-event-0123456789abcdef1", t + 100, t + 7200)
+
+        def undone():
+            n = node_of("node-b")
+            anns = [k for k in (n["metadata"].get("annotations") or {}) if k.startswith("spotd.io/")]
+            taints = [x for x in n["spec"].get("taints", []) if x["key"] == "spotd.io/interruption"]
+            return n if not taints and not anns else None
+        n = wait_for("spotd's taint and annotations removed", undone, 20)
+        check(n["spec"].get("unschedulable") is True, "the operator's cordon was removed")
+        say("canceled: spotd's taint and annotations removed, the operator's cordon kept")
+    except Failure:
+        print(agent.tail(30))
+        raise
+    finally:
+        agent.stop()
+        stub.close()
+        reset_node("node-b")
+
+
+STORM_NODES = [f"storm-{i:02d}" for i in range(1, 21)]
+STORM_SURVIVOR = "storm-survivor"
+
+
+def apf_rejected():
+    """Requests rejected by API Priority and Fairness so far (the server's
+    apiserver_flowcontrol_rejected_requests_total, all flows)."""
+    code, body = ADMIN.request("GET", "/metrics", raw=True)
+    check(code == 200, f"GET /metrics: {code}")
+    total = 0.0
+    for ln in body.decode().splitlines():
+        if ln.startswith("apiserver_flowcontrol_rejected_requests_total"):
+            total += float(ln.rsplit(" ", 1)[1])
+    return total
+
+
+def test_storm():
+    """A reclaim storm: 20 agents, each on its own node with two TaskManagers,
+    get the same spot notice at the same moment, under the chart's role, with
+    one PDB over all 50 TaskManagers (minAvailable 10: the 40 leaving may
+    go). Every leaving pod is evicted exactly once, the survivors stay, no
+    request is denied or rejected by the server's own limits; prints API
+    requests per event and the handling times (notice seen -> done)."""
+    ensure_chart()
+    token = token_for()
+    ns = "storm"
+    ensure_ns(ns)
+    labels = dict(TM_LABELS, app="storm")
+    pods = {}
+    for node in STORM_NODES:
+        for k in (1, 2):
+            name = f"storm-taskmanager-{node[-2:]}-{k}"
+            mk_pod(ns, name, node, labels, wait=False)
+            pods[name] = node
+    survivors = [f"storm-taskmanager-s-{k}" for k in range(1, 11)]
+    for name in survivors:
+        mk_pod(ns, name, STORM_SURVIVOR, labels, wait=False)
+    uids = {n: pod_ready(ns, n, 60)["metadata"]["uid"] for n in list(pods) + survivors}
+    mk_pdb(ns, "storm", 10, {"app": "storm"})
+    pdb_settled(ns, "storm", 40)
+    rejected0 = apf_rejected()
+    audit = Audit()
+    mark = audit.mark()
+    # one metadata service for all: the notice shows up for every agent at once
+    sim, url = imds_sim("--spot", "terminate", "--spot-after-ms", "6000")
+    agents = [spotd(node, url, token) for node in STORM_NODES]
+    t0 = time.time()
+    try:
+        def all_handled():
+            return all(" handled: " in a.text() for a in agents)
+        wait_for("every agent's summary", all_handled, 90, 0.5)
+        wall = time.time() - t0 - 6
+        time.sleep(1.5)  # trailing Events and annotation writes
+        done = []
+        for a in agents:
+            line = next(ln for ln in a.text().splitlines() if " handled: " in ln)
+            check("handled: 2 TaskManager pods gone, 0 not evicted" in line, f"{a.name}: {line}")
+            done.append(float(re.search(r", done ([0-9.]+)", line).group(1)))
+        done.sort()
+        states = {n: pod_state(ns, n, uids[n]) for n in pods}
+        check(set(states.values()) == {"gone"}, f"leaving pods not gone: {[n for n, v in states.items() if v != 'gone']}")
+        check(all(pod_state(ns, n, uids[n]) == "running" for n in survivors), "a survivor was touched")
+        phases = {node: phase(node) for node in STORM_NODES}
+        check(set(phases.values()) == {"done"}, f"phases {phases}")
+        reqs = audit.since(mark)
+        accepted = accepted_evictions(reqs)
+        check(accepted == {n: 1 for n in pods}, f"accepted evictions per pod: {accepted}")
+        codes = {}
+        for e in reqs:
+            codes[e["responseStatus"]["code"]] = codes.get(e["responseStatus"]["code"], 0) + 1
+        pdb429 = sum(1 for e in reqs if req_name(e) == "create pods/eviction" and e["responseStatus"]["code"] == 429)
+        other429 = [req_name(e) for e in reqs if e["responseStatus"]["code"] == 429 and req_name(e) != "create pods/eviction"]
+        bad = [f"{req_name(e)} {e['responseStatus']['code']}" for e in reqs if e["responseStatus"]["code"] in (403,) or
+               e["responseStatus"]["code"] >= 500]
+        check(not other429 and not bad, f"rejected: {other429 + bad}")
+        rejected = apf_rejected() - rejected0
+        check(rejected == 0, f"API Priority and Fairness rejected {rejected:.0f} requests")
+        by = {}
+        for e in reqs:
+            by[req_name(e)] = by.get(req_name(e), 0) + 1
+        n = len(STORM_NODES)
+
+        def pct(q):
+            return done[max(1, int(q * n + 0.999999)) - 1]
+        say(f"{n} agents, {len(pods)} TaskManagers leaving, {len(survivors)} staying; PDB minAvailable 10")
+        say(f"Kubernetes API requests: {len(reqs)} for {n} events = {len(reqs) / n:.1f} per event "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(by.items()))}); answers {dict(sorted(codes.items()))}")
+        say(f"evictions answered 429 by the PDB: {pdb429}; rejected by priority and fairness: {rejected:.0f}")
+        say(f"handling time, notice seen -> done: p50 {pct(0.5):.3f} s, p99 {pct(0.99):.3f} s, max {done[-1]:.3f} s; "
+            f"all done {wall:.1f} s after the notice")
+    except Failure:
+        for a in agents:
+            if " handled: " not in a.text():
+                print(a.name, a.tail(15))
+        raise
+    finally:
+        for a in agents:
+            a.stop()
+        sim.stop()
+
+
 def rules_triples(rules):
     return [(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]]
 
@@ -730,6 +1031,73 @@ def reclaim_once(label, token, pdb_blocks=False, extra=(), limit=25):
     return out
 
 
+def flink_sim(*args):
+    p = Proc("flink-sim", [os.path.join(A.build, "tests", "sim", "flink-sim"), *args])
+    url = wait_for("flink-sim to listen", lambda: next((ln.split()[-1] for ln in p.text().splitlines()
+                                                       if ln.startswith("listening on")), None), 10)
+    return p, url
+
+
+def reclaim_flink(label, token, limit=25):
+    """One reclaim of node-a with a JobManager (flink-sim) whose job runs at
+    parallelism 6 on three TaskManagers of 2 slots: one on node-a, one on
+    node-b (fenced by "another agent": cordoned, spotd.io/event-id), one on
+    storm-survivor. The TaskManagers leaving are node-a's and node-b's, which
+    spotd learns from its list of cordoned nodes. Returns the upper bound
+    spotd set (its flink.spotd.io/ annotation on node-a) and what it logged."""
+    ns = "rbacf-" + label.replace("/", "-").replace(" ", "-")
+    ensure_ns(ns)
+    app = "orders"
+    tms = {f"{app}-taskmanager-1-{i}": (node, f"127.0.1.{10 + i}")
+           for i, node in ((1, "node-a"), (2, "node-b"), (3, STORM_SURVIVOR))}
+    fs, furl = flink_sim("--version", "1.20.0", "--parallelism", "6", *[f"--taskmanager={n}={ip}" for n, (_, ip) in tms.items()])
+    uids = {}
+    for n, (node, ip) in tms.items():
+        uids[n] = mk_pod(ns, n, node, dict(TM_LABELS, app=app), annotations={"kubelet-stub.spotd.io/pod-ip": ip})["metadata"]["uid"]
+    reset_node("node-a")
+    reset_node("node-b")
+    ADMIN.patch("/api/v1/nodes/node-b", {"spec": {"unschedulable": True},
+                                         "metadata": {"annotations": {"spotd.io/event-id": "spot-i-0other-agent"}}})
+    audit = Audit()
+    mark = audit.mark()
+    sim, url = imds_sim("--spot", "terminate")
+    agent = spotd("node-a", url, token, f"--flink-rest-template={furl}")
+    end = time.time() + limit
+    bounds = None
+    try:
+        while time.time() < end:
+            anns = node_of("node-a")["metadata"].get("annotations") or {}
+            for k, v in anns.items():
+                if k.startswith("flink.spotd.io/") and bounds is None:
+                    bounds = json.loads(v)
+            if phase("node-a") == "done" and pod_state(ns, f"{app}-taskmanager-1-1", uids[f"{app}-taskmanager-1-1"]) == "gone":
+                break
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        agent.stop()
+        sim.stop()
+        fs.stop()
+        reset_node("node-b")
+    reqs = audit.since(mark)
+    uppers = sorted({b[2] for job in (bounds or {}).get("jobs", {}).values() for b in job.values()})
+    plan = next((m.group(1) for m in (re.search(r"\(Flink [0-9.]+\): (.*?) event_id=", ln) for ln in agent.text().splitlines())
+                 if m), "no plan logged")
+    out = {"denied": sorted({req_name(e) for e in reqs if e["responseStatus"]["code"] == 403}), "uppers": uppers,
+           "plan": plan, "pods": {n: pod_state(ns, n, u) for n, u in uids.items()}, "log": agent}
+    for n in uids:
+        try:
+            ADMIN.delete(f"/api/v1/namespaces/{ns}/pods/{n}", {"gracePeriodSeconds": 0})
+        except kubeclient.ApiError:
+            pass
+    return out
+
+
+def describe_flink(o):
+    return (f"denied [{'; '.join(o['denied']) or 'none'}]; job lowered to upper bound {o['uppers'] or 'none'}; "
+            f"node-a's TaskManager {o['pods']['orders-taskmanager-1-1']}; plan: {o['plan'][-150:]}")
+
+
 def describe(o):
     pods = ",".join(sorted(set(o["pods"].values())))
     return (f"denied [{'; '.join(o['denied']) or 'none'}]; node {'cordoned+tainted' if o['fenced'] else 'NOT fenced'}; "
@@ -753,6 +1121,13 @@ def test_rbac_each_rule_needed():
         say(f"full role{', PDB blocking, --force-delete' if kw else ''}:", describe(base))
         check(not base["denied"] and base["fenced"] and base["phase"] == "done" and set(base["pods"].values()) == {"gone"},
               f"the reclaim fails under the full role: {describe(base)}\n{base['log'].tail()}")
+    # With a JobManager: node-b's TaskManager leaves too (another agent's
+    # fence), which spotd learns only from its list of cordoned nodes.
+    fbase = reclaim_flink("baseline", token)
+    say("full role, with a JobManager:", describe_flink(fbase))
+    check(not fbase["denied"] and fbase["uppers"] == [2] and fbase["pods"]["orders-taskmanager-1-1"] == "gone",
+          f"with a JobManager, the full role does not lower the job to the 2 slots that stay: {describe_flink(fbase)}\n"
+          f"{fbase['log'].tail()}")
     failures, lines = [], []
     try:
         for t in triples:
@@ -761,6 +1136,14 @@ def test_rbac_each_rule_needed():
             role["rules"] = rules_without(rules, t)
             ADMIN.put(role_path, role)
             time.sleep(1.5)  # the RBAC authorizer's informer catches up
+            if t == ("", "nodes", "list"):
+                o = reclaim_flink("nodes-list", token)
+                line = f"without {name}: {describe_flink(o)}"
+                lines.append(line)
+                say(line)
+                if "list nodes" not in o["denied"] or o["uppers"] == fbase["uppers"]:
+                    failures.append(f"without {name}: {describe_flink(o)}")
+                continue
             # --force-delete only where pods/delete is the rule under test:
             # elsewhere it would hide a denied eviction behind a delete
             fd = t == ("", "pods", "delete")
@@ -780,7 +1163,9 @@ def test_rbac_each_rule_needed():
 
 
 TESTS = [test_chart_podmonitor_needs_crd, test_chart_install_uninstall, test_chart_server_decides,
-         test_spotd_reclaim, test_spotd_resume_after_kill9, test_spotd_undo, test_spotd_dry_run, test_rbac_each_rule_needed]
+         test_spotd_reclaim, test_spotd_resume_after_kill9, test_spotd_undo, test_spotd_undo_keeps_operator_cordon,
+         test_spotd_dry_run, test_spotd_rotated_token, test_spotd_untrusted_ca, test_spotd_survives_apiserver_outage,
+         test_storm, test_rbac_each_rule_needed]
 
 
 def main():
@@ -800,7 +1185,7 @@ def main():
     tests = [t for t in TESTS if not A.only or any(s in t.__name__ for s in A.only.split(","))]
     with tempfile.TemporaryDirectory(prefix="spotd-kube-") as tmp:
         A.tmp = tmp
-        ENV = kubeenv.KubeEnv(os.path.join(tmp, "kube"))
+        ENV = kubeenv.KubeEnv(os.path.join(tmp, "kube"), ["node-a", "node-b", *STORM_NODES, STORM_SURVIVOR])
         with ENV:
             ADMIN = ENV.client()
             v = ADMIN.get("/version")
