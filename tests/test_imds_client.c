@@ -477,8 +477,9 @@ Test(imds_client, every_framing_read_and_bad_ones_refused) {
                 { "HTTP/1.1 204 No Content\r\n\r\n", NULL, -EPROTO },
                 { "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno!", NULL, -ENOENT },
                 /* refused */
-                { "HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\n", NULL, -EFBIG },
-                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n", NULL, -EFBIG },
+                /* max_body is 64 */
+                { "HTTP/1.1 200 OK\r\nContent-Length: 65\r\n\r\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", NULL, -EFBIG },
+                { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n1\r\na\r\n0\r\n\r\n", NULL, -EFBIG },
                 { "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", NULL, -EIO },
                 { "HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok", NULL, -EIO },
                 { "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok", NULL, -EIO },
