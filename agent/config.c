@@ -40,7 +40,7 @@ static const char *const restores[] = { "after-rescale", "never", NULL };
 static const struct option_def options[] = {
         { "config", T_STRING, OFF(config_file), "", 0, 0, NULL, "read options from FILE (key = value lines)" },
         { "node-name", T_NODE, OFF(node_name), "", 0, 0, NULL, "this node's Kubernetes name (default: the host name)" },
-        { "imds-endpoint", T_URL, OFF(imds_endpoint), "http://169.254.169.254", 0, 0, NULL, "instance metadata service base URL" },
+        { "imds-endpoint", T_URL, OFF(imds_endpoint), "http://169.254.169.254", 0, 0, NULL, "instance metadata service base URL (http://: the service has no TLS)" },
         { "imds-version", T_ENUM, OFF(imds_mode), "auto", 0, 0, imds_modes, "auto (v2, v1 fallback), v2 or v1" },
         { "imds-token-ttl", T_DURATION, OFF(imds_token_ttl), "6h", S, 21600 * S, NULL, "IMDSv2 session token lifetime (1s..6h)" },
         { "imds-timeout", T_DURATION, OFF(imds_timeout), "1s", 10000, 30 * S, NULL, "timeout of one metadata request (10ms..30s)" },

@@ -360,6 +360,8 @@ static int head_parse(struct xfer *x, struct wire *w) {
                 if (!eol)
                         return -EIO;
                 *eol = 0;
+                if (strpbrk(p, "\r\n"))
+                        return -EIO; /* a bare CR or LF: no line to trust */
                 char *colon = strchr(p, ':');
                 /* A folded line (obsolete) or no name: refused, as RFC 9112
                  * lets a client do; the real service sends neither. */

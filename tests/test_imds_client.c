@@ -490,6 +490,7 @@ Test(imds_client, every_framing_read_and_bad_ones_refused) {
                 { "HTTP/1.1 101 Switching Protocols\r\n\r\n", NULL, -EIO },
                 { "HTTP/1.1 200 OK\r\n folded: x\r\nContent-Length: 2\r\n\r\nok", NULL, -EIO },
                 { "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", NULL, -EIO },
+                { "HTTP/1.1 200 OK\r\nX: a\nContent-Length: 2\r\n\r\nok", NULL, -EIO },
                 { "!HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", NULL, -ECONNRESET },
                 { "!HTTP/1.1 200 OK\r\nX: 1\r\n", NULL, -ECONNRESET },
                 { "!HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", NULL, -ECONNRESET },
