@@ -31,6 +31,7 @@
 #include "helpers.h"
 #include "imds_sim.h"
 #include "k8s_sim.h"
+#include "sim_port.h"
 
 #define JOB1 "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 #define VA "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
@@ -212,6 +213,7 @@ struct cell {
         pthread_t thread;
 
         struct imds_sim *imds;
+        int imds_hold;         /* its port while it is down (sim_port_hold), else -1 */
         struct k8s_sim *kube;
         struct flink_sim *fl;
         struct sink sink;
@@ -379,17 +381,23 @@ static void run_imds(struct cell *c) {
                 post_notice(c);
                 if (!CELL_WAIT(c, count_lines(c->p.out, NULL, MSG_SPOT_NOTICE, NULL) > 0, 2000))
                         cell_fail(c, "notice not detected");
-                if (c->fault == F_REFUSED)
+                if (c->fault == F_REFUSED) {
+                        uint16_t port = imds_sim_port(c->imds);
                         c->imds = imds_sim_stop(c->imds);
-                else
+                        c->imds_hold = sim_port_hold(port); /* refused to the end of the cell */
+                } else
                         imds_sim_set_fault(c->imds, NULL, kinds[c->fault], args[c->fault], 0);
                 return;
         }
         if (c->fault == F_REFUSED) {
                 uint16_t port = imds_sim_port(c->imds);
                 c->imds = imds_sim_stop(c->imds); /* the port closes with it */
+                c->imds_hold = sim_port_hold(port);
                 post_notice(c);
                 cell_sleep(c, FAULT_MS);
+                if (c->imds_hold >= 0)
+                        close(c->imds_hold);
+                c->imds_hold = -1;
                 for (int i = 0; i < 20 && imds_sim_start_port(NULL, port, &c->imds) < 0; i++)
                         cell_sleep(c, 100);
                 if (!c->imds) {
@@ -582,6 +590,9 @@ stop:
         if (c->kube)
                 k8s_sim_set_terminate_hook(c->kube, NULL, NULL);
         c->imds = imds_sim_stop(c->imds);
+        if (c->imds_hold >= 0)
+                close(c->imds_hold);
+        c->imds_hold = -1;
         c->kube = k8s_sim_stop(c->kube);
         c->fl = flink_sim_stop(c->fl);
 out:
@@ -630,7 +641,7 @@ static void run_peer(enum peer peer) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         for (int f = 0; f < _F_MAX; f++) {
                 free(cells[f].out);
-                cells[f] = (struct cell) { .peer = peer, .fault = f };
+                cells[f] = (struct cell) { .peer = peer, .fault = f, .imds_hold = -1 };
                 cr_assert_eq(pthread_create(&cells[f].thread, NULL, cell_main, &cells[f]), 0);
                 usleep(50 * 1000); /* spread the start-ups a little */
         }

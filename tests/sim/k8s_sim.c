@@ -20,6 +20,7 @@
  * Deliberately independent of common/: the simulator must not share the
  * client's bugs. */
 #include "k8s_sim.h"
+#include "sim_port.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -90,6 +91,7 @@ struct counter {
 struct k8s_sim {
         struct MHD_Daemon *daemon;
         uint16_t port;
+        int hold;              /* while refusing: the port held (sim_port_hold), else -1 */
         char *dir;
         bool own_dir;
         char *ca_file, *token_file, *cert_pem, *key_pem;
@@ -1613,10 +1615,14 @@ int k8s_sim_set_refusing(struct k8s_sim *s, bool refusing) {
                 pthread_mutex_unlock(&s->lock);
                 MHD_stop_daemon(s->daemon); /* every connection closed, the port too */
                 s->daemon = NULL;
+                s->hold = sim_port_hold(s->port); /* refused, and ours still */
                 pthread_mutex_lock(&s->lock);
                 s->stopping = false;
                 pthread_mutex_unlock(&s->lock);
+                if (s->hold < 0) return s->hold;
         } else if (!refusing && !s->daemon) {
+                if (s->hold >= 0) close(s->hold);
+                s->hold = -1;
                 errno = 0;
                 s->daemon = daemon_start(s, s->port); /* MHD sets SO_REUSEADDR */
                 if (!s->daemon) return errno ? -errno : -EIO;
@@ -1634,6 +1640,7 @@ int k8s_sim_start(const struct k8s_sim_options *o, struct k8s_sim **ret) {
         pthread_cond_init(&s->wake, &ca);
         pthread_condattr_destroy(&ca);
         pthread_mutex_init(&s->lock, NULL);
+        s->hold = -1;
         s->grace_ms = o && o->grace_ms_per_s ? o->grace_ms_per_s : 10;
         s->token = xstrdup(o && o->token ? o->token : "sim-token-1");
         s->rv = 1000;
@@ -1676,6 +1683,7 @@ struct k8s_sim *k8s_sim_stop(struct k8s_sim *s) {
         pthread_cond_broadcast(&s->wake);
         pthread_mutex_unlock(&s->lock);
         if (s->daemon) MHD_stop_daemon(s->daemon); /* joins every connection thread */
+        if (s->hold >= 0) close(s->hold);
         pthread_cond_destroy(&s->wake);
         pthread_mutex_destroy(&s->lock);
 
