@@ -192,7 +192,9 @@ static void sink_stop(struct sink *k) {
 }
 
 /* A loopback port with nothing listening (bound once, then closed). */
-static uint16_t closed_port(void) {
+/* A loopback port where nothing listens, held for the cell (*hold, closed
+ * with it) so that no other test's server is given it meanwhile. */
+static uint16_t closed_port(int *hold) {
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t len = sizeof sa;
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -201,7 +203,7 @@ static uint16_t closed_port(void) {
                         close(fd);
                 return 1; /* tcpmux: nothing listens there either */
         }
-        close(fd);
+        *hold = fd; /* bound, never listening: connections are refused */
         return ntohs(sa.sin_port);
 }
 
@@ -213,7 +215,7 @@ struct cell {
         pthread_t thread;
 
         struct imds_sim *imds;
-        int imds_hold;         /* its port while it is down (sim_port_hold), else -1 */
+        int hold;              /* the refused peer's port, held (sim_port_hold), else -1 */
         struct k8s_sim *kube;
         struct flink_sim *fl;
         struct sink sink;
@@ -314,7 +316,7 @@ static int world(struct cell *c) {
         k8s_sim_add_node(c->kube, "node-a", NULL);
         k8s_sim_add_node(c->kube, "node-b", NULL);
         if (c->peer == PEER_FLINK && c->fault == F_REFUSED)
-                snprintf(url, sizeof url, "http://127.0.0.1:%u", closed_port());
+                snprintf(url, sizeof url, "http://127.0.0.1:%u", closed_port(&c->hold));
         else
                 flink_sim_url(c->fl, url, sizeof url);
         for (int i = 1; i <= 4; i++) {
@@ -342,7 +344,7 @@ static int spawn(struct cell *c) {
         snprintf(a_ca, sizeof a_ca, "--kube-ca-file=%s", k8s_sim_ca_file(c->kube));
         snprintf(a_token, sizeof a_token, "--kube-token-file=%s", k8s_sim_token_file(c->kube));
         snprintf(a_hook, sizeof a_hook, "--webhook-url=http://127.0.0.1:%u/spotd",
-                 c->peer == PEER_WEBHOOK && c->fault == F_REFUSED ? closed_port() : c->sink.port);
+                 c->peer == PEER_WEBHOOK && c->fault == F_REFUSED ? closed_port(&c->hold) : c->sink.port);
         /* Timeouts scaled to a 20 s deadline (the defaults suit 2 minutes). */
         char *argv[] = { "spotd", "run", a_imds, a_api, a_ca, a_token, a_hook, "--node-name=node-a",
                          "--poll-interval=50ms", "--log-target=stderr", "--log-format=json",
@@ -384,7 +386,7 @@ static void run_imds(struct cell *c) {
                 if (c->fault == F_REFUSED) {
                         uint16_t port = imds_sim_port(c->imds);
                         c->imds = imds_sim_stop(c->imds);
-                        c->imds_hold = sim_port_hold(port); /* refused to the end of the cell */
+                        c->hold = sim_port_hold(port); /* refused to the end of the cell */
                 } else
                         imds_sim_set_fault(c->imds, NULL, kinds[c->fault], args[c->fault], 0);
                 return;
@@ -392,12 +394,12 @@ static void run_imds(struct cell *c) {
         if (c->fault == F_REFUSED) {
                 uint16_t port = imds_sim_port(c->imds);
                 c->imds = imds_sim_stop(c->imds); /* the port closes with it */
-                c->imds_hold = sim_port_hold(port);
+                c->hold = sim_port_hold(port);
                 post_notice(c);
                 cell_sleep(c, FAULT_MS);
-                if (c->imds_hold >= 0)
-                        close(c->imds_hold);
-                c->imds_hold = -1;
+                if (c->hold >= 0)
+                        close(c->hold);
+                c->hold = -1;
                 for (int i = 0; i < 20 && imds_sim_start_port(NULL, port, &c->imds) < 0; i++)
                         cell_sleep(c, 100);
                 if (!c->imds) {
@@ -590,12 +592,12 @@ stop:
         if (c->kube)
                 k8s_sim_set_terminate_hook(c->kube, NULL, NULL);
         c->imds = imds_sim_stop(c->imds);
-        if (c->imds_hold >= 0)
-                close(c->imds_hold);
-        c->imds_hold = -1;
         c->kube = k8s_sim_stop(c->kube);
         c->fl = flink_sim_stop(c->fl);
 out:
+        if (c->hold >= 0)
+                close(c->hold);
+        c->hold = -1;
         return NULL;
 }
 
@@ -641,7 +643,7 @@ static void run_peer(enum peer peer) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         for (int f = 0; f < _F_MAX; f++) {
                 free(cells[f].out);
-                cells[f] = (struct cell) { .peer = peer, .fault = f, .imds_hold = -1 };
+                cells[f] = (struct cell) { .peer = peer, .fault = f, .hold = -1 };
                 cr_assert_eq(pthread_create(&cells[f].thread, NULL, cell_main, &cells[f]), 0);
                 usleep(50 * 1000); /* spread the start-ups a little */
         }
