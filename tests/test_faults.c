@@ -195,16 +195,8 @@ static void sink_stop(struct sink *k) {
 /* A loopback port where nothing listens, held for the cell (*hold, closed
  * with it) so that no other test's server is given it meanwhile. */
 static uint16_t closed_port(int *hold) {
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t len = sizeof sa;
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0 || getsockname(fd, (struct sockaddr *) &sa, &len) < 0) {
-                if (fd >= 0)
-                        close(fd);
-                return 1; /* tcpmux: nothing listens there either */
-        }
-        *hold = fd; /* bound, never listening: connections are refused */
-        return ntohs(sa.sin_port);
+        uint16_t port = sim_port_closed(hold);
+        return port ? port : 1; /* tcpmux: nothing listens there either */
 }
 
 /* ---- a cell ---- */

@@ -16,6 +16,7 @@
 
 #include "k8s.h"
 #include "k8s_sim.h"
+#include "sim_port.h"
 
 #define P(s) (s), strlen(s)
 
@@ -360,25 +361,15 @@ Test(k8s, request_validates_arguments) {
         cr_assert_eq(called, 0);
 }
 
-/* A port with nothing listening, held (bound, never listening) until the
- * caller closes *hold, so no other test's server is given it meanwhile. */
-static unsigned closed_port(int *hold) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        socklen_t l = sizeof a;
-        cr_assert_eq(bind(fd, (struct sockaddr *) &a, sizeof a), 0);
-        cr_assert_eq(getsockname(fd, (struct sockaddr *) &a, &l), 0);
-        *hold = fd;
-        return ntohs(a.sin_port);
-}
-
 Test(k8s, connection_refused_is_transport_error) {
         char url[64];
         struct k8s *k;
         struct k8s_response r;
         char *body = (char *) 0x1;
         int hold;
-        snprintf(url, sizeof url, "https://127.0.0.1:%u", closed_port(&hold));
+        unsigned port = sim_port_closed(&hold); /* held: no other test's server takes it */
+        cr_assert_neq(port, 0);
+        snprintf(url, sizeof url, "https://127.0.0.1:%u", port);
         cr_assert_eq(k8s_new(&(struct k8s_options) { .api_url = url, .timeout = 2 * USEC_PER_SEC }, &k), 0);
         cr_assert_eq(k8s_request_sync(k, "GET", "/version", NULL, NULL, &r, &body), 0);
         cr_assert_eq(r.err, -ECONNREFUSED, "%d", r.err);

@@ -28,3 +28,20 @@ static inline int sim_port_hold(uint16_t port) {
         }
         return fd;
 }
+
+/* A loopback port where nothing listens, held the same way (*hold, to
+ * close() when the test is done with it). Returns the port, or 0 with *hold
+ * -1 when no socket could be had. */
+static inline uint16_t sim_port_closed(int *hold) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof sa;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        *hold = -1;
+        if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0 || getsockname(fd, (struct sockaddr *) &sa, &len) < 0) {
+                if (fd >= 0)
+                        close(fd);
+                return 0;
+        }
+        *hold = fd;
+        return ntohs(sa.sin_port);
+}
