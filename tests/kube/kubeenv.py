@@ -170,7 +170,7 @@ class KubeEnv:
                 "--audit-log-path", os.path.join(self.dir, "audit.log"), "--audit-log-format", "json",
                 "--profiling=false", "--v=1"])
             admin = kubeclient.Client(server, p("ca.crt"), p("admin.crt"), p("admin.key"), timeout=5)
-            self._wait("kube-apiserver", lambda: admin.request("GET", "/readyz", raw=True)[0] == 200, 120, api)
+            self._wait_ready(admin, api, 120)
             kubeconfig(os.path.join(self.dir, "kubeconfig"), server, p("ca.crt"), p("admin.crt"), p("admin.key"))
             kubeconfig(os.path.join(self.dir, "kcm.kubeconfig"), server, p("ca.crt"), p("kcm.crt"), p("kcm.key"))
             self._spawn("kube-controller-manager", [
@@ -199,6 +199,9 @@ class KubeEnv:
         print(f"kubeenv: up in {time.time() - t0:.1f}s: {server} (env {self.dir}/env)", file=sys.stderr)
         return self
 
+    def _wait_ready(self, admin, proc, timeout):
+        self._wait("kube-apiserver", lambda: admin.request("GET", "/readyz", raw=True)[0] == 200, timeout, proc)
+
     def kill_apiserver(self):
         """SIGKILL kube-apiserver (a control-plane crash: connections reset,
         then refused); restart_apiserver() brings it back."""
@@ -212,7 +215,7 @@ class KubeEnv:
         argv, kw = self.argv["kube-apiserver"]
         p = self._spawn("kube-apiserver", argv, **kw)
         admin = self.client()
-        self._wait("kube-apiserver", lambda: admin.request("GET", "/readyz", raw=True)[0] == 200, timeout, p)
+        self._wait_ready(admin, p, timeout)
         admin.close()
         self._write_env(os.path.join(self.dir, "env"))
 

@@ -468,11 +468,16 @@ class Proc:
         return "\n".join(self.text().splitlines()[-n:])
 
 
-def imds_sim(*args):
-    p = Proc("imds-sim", [os.path.join(A.build, "tests", "sim", "imds-sim"), *args])
-    url = wait_for("imds-sim to listen", lambda: next((ln.split()[-1] for ln in p.text().splitlines()
+def start_sim(name, *args):
+    """A standalone simulator of BUILD_DIR/tests/sim and the URL it prints."""
+    p = Proc(name, [os.path.join(A.build, "tests", "sim", name), *args])
+    url = wait_for(f"{name} to listen", lambda: next((ln.split()[-1] for ln in p.text().splitlines()
                                                       if ln.startswith("listening on")), None), 10)
     return p, url
+
+
+def imds_sim(*args):
+    return start_sim("imds-sim", *args)
 
 
 def spotd(node, imds_url, token, *extra):
@@ -1037,13 +1042,6 @@ def reclaim_once(label, token, pdb_blocks=False, extra=(), limit=25):
     return out
 
 
-def flink_sim(*args):
-    p = Proc("flink-sim", [os.path.join(A.build, "tests", "sim", "flink-sim"), *args])
-    url = wait_for("flink-sim to listen", lambda: next((ln.split()[-1] for ln in p.text().splitlines()
-                                                       if ln.startswith("listening on")), None), 10)
-    return p, url
-
-
 def reclaim_flink(label, token, limit=25):
     """One reclaim of node-a with a JobManager (flink-sim) whose job runs at
     parallelism 6 on three TaskManagers of 2 slots: one on node-a, one on
@@ -1056,7 +1054,7 @@ def reclaim_flink(label, token, limit=25):
     app = "orders"
     tms = {f"{app}-taskmanager-1-{i}": (node, f"127.0.1.{10 + i}")
            for i, node in ((1, "node-a"), (2, "node-b"), (3, STORM_SURVIVOR))}
-    fs, furl = flink_sim("--version", "1.20.0", "--parallelism", "6", *[f"--taskmanager={n}={ip}" for n, (_, ip) in tms.items()])
+    fs, furl = start_sim("flink-sim", "--version", "1.20.0", "--parallelism", "6", *[f"--taskmanager={n}={ip}" for n, (_, ip) in tms.items()])
     uids = {}
     for n, (node, ip) in tms.items():
         uids[n] = mk_pod(ns, n, node, dict(TM_LABELS, app=app), annotations={"kubelet-stub.spotd.io/pod-ip": ip})["metadata"]["uid"]
